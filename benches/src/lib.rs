@@ -1,0 +1,1 @@
+//! Cross-crate benchmarks for sluice; the code lives in `benches/`.

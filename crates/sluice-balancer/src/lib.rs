@@ -1,0 +1,1 @@
+//! sluice-balancer (work in progress).

@@ -1,0 +1,1 @@
+//! sluice-health (work in progress).

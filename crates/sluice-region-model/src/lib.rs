@@ -1,0 +1,24 @@
+#![doc = include_str!("../README.md")]
+#![doc(test(attr(deny(warnings))))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod error;
+mod geo;
+mod health_state;
+mod in_flight;
+mod metrics;
+mod node;
+mod region;
+mod snapshot;
+
+#[doc(inline)]
+pub use self::{
+    error::SnapshotError,
+    geo::{EARTH_RADIUS_KM, GeoPoint},
+    health_state::{AdminState, Availability, HealthState},
+    in_flight::InFlightGuard,
+    metrics::{DEFAULT_ERROR_ALPHA, DEFAULT_METRICS_DECAY, NodeMetrics},
+    node::{Node, NodeId},
+    region::{ApiKey, DEFAULT_WEIGHT, Region},
+    snapshot::{Snapshot, SnapshotBuilder},
+};

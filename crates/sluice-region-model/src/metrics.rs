@@ -1,0 +1,509 @@
+//! Live per-node metrics, as atomics.
+
+use std::{
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use parking_lot::Mutex;
+
+use crate::{AdminState, Availability, HealthState, InFlightGuard};
+
+/// Time constant τ of the latency and error-rate estimates: an old observation's weight
+/// falls to 1/e after τ without new ones. Ten seconds, as in Finagle and tower.
+pub const DEFAULT_METRICS_DECAY: Duration = Duration::from_secs(10);
+
+/// Weight of one outcome in the error-rate estimate: each success or failure moves the
+/// estimate a tenth of the way towards 0 or 1.
+pub const DEFAULT_ERROR_ALPHA: f64 = 0.1;
+
+/// Weight of one sample in the probe round-trip estimate.
+const PROBE_RTT_ALPHA: f64 = 0.3;
+
+/// Bits of an `f64` NaN, used as "no sample yet".
+const NO_SAMPLE: u64 = 0x7ff8_0000_0000_0000;
+
+/// Below this much elapsed time the decay factor is taken as 1, which spares an `exp` on the
+/// read path of busy nodes (relative error under 1e-4 with the default τ).
+const DECAY_SKIP_NS: u64 = 1_000_000;
+
+/// Live measurements and state of one node.
+///
+/// Readers (the balancer's pick path) only load atomics: no lock, no allocation.
+/// Writers (call completions, probes) update counters with atomics; the two moving estimates
+/// are updated under a per-node lock, so nodes never contend with one another.
+///
+/// Time is passed in. Instants are stored as nanoseconds since the snapshot's epoch, and an
+/// instant before the epoch counts as the epoch itself.
+///
+/// # Estimates
+/// * **Latency** is a peak-EWMA (Finagle's `PeakEwma`, also in tower): a sample above the
+///   estimate replaces it at once; otherwise the estimate decays by `d = exp(-Δt/τ)` over the
+///   time since the last update and the sample is added with weight `1 - d`.
+///   On read the estimate decays towards 0 with `exp(-Δt/τ)`, so a node that stopped getting
+///   traffic after a bad spell looks better over time and is tried again.
+/// * **Error rate** is an EWMA of failure indicators with weight [`DEFAULT_ERROR_ALPHA`] per
+///   outcome, decaying towards 0 on read in the same way.
+/// * **Probe RTT** is a plain EWMA of active-probe round trips, kept apart from call latency
+///   because a chat completion and a `GET /models` differ by orders of magnitude.
+pub struct NodeMetrics {
+    epoch: Instant,
+    decay_ns: f64,
+    pub(crate) in_flight: AtomicU32,
+    successes: AtomicU64,
+    failures: AtomicU64,
+    consecutive_failures: AtomicU32,
+    health: AtomicU8,
+    admin: AtomicU8,
+    /// Nanoseconds since epoch until which the node is excluded; 0 = not excluded.
+    excluded_until: AtomicU64,
+    /// Nanoseconds since epoch, plus one, when slow start began; 0 = none.
+    slow_start_from: AtomicU64,
+    slow_start_window_ns: AtomicU64,
+    slow_start_floor_bits: AtomicU64,
+    latency_bits: AtomicU64,
+    error_bits: AtomicU64,
+    updated_at: AtomicU64,
+    probe_rtt_bits: AtomicU64,
+    estimate_lock: Mutex<()>,
+}
+
+// ===== impl NodeMetrics =====
+
+impl NodeMetrics {
+    /// Fresh metrics: nothing in flight, no samples, health unknown, enabled.
+    ///
+    /// `decay` is the τ of the moving estimates (see [`DEFAULT_METRICS_DECAY`]); a zero decay
+    /// is treated as one nanosecond.
+    pub fn new(epoch: Instant, decay: Duration) -> Self {
+        Self {
+            epoch,
+            decay_ns: (decay.as_nanos() as f64).max(1.0),
+            in_flight: AtomicU32::new(0),
+            successes: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            health: AtomicU8::new(HealthState::Unknown.to_u8()),
+            admin: AtomicU8::new(AdminState::Enabled.to_u8()),
+            excluded_until: AtomicU64::new(0),
+            slow_start_from: AtomicU64::new(0),
+            slow_start_window_ns: AtomicU64::new(0),
+            slow_start_floor_bits: AtomicU64::new(1.0f64.to_bits()),
+            latency_bits: AtomicU64::new(NO_SAMPLE),
+            error_bits: AtomicU64::new(0.0f64.to_bits()),
+            updated_at: AtomicU64::new(0),
+            probe_rtt_bits: AtomicU64::new(NO_SAMPLE),
+            estimate_lock: Mutex::new(()),
+        }
+    }
+
+    /// The instant that stored times are measured from.
+    pub fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
+    fn nanos(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn instant(&self, nanos: u64) -> Instant {
+        self.epoch + Duration::from_nanos(nanos)
+    }
+
+    fn decay_factor(&self, now_ns: u64, since_ns: u64) -> f64 {
+        let elapsed = now_ns.saturating_sub(since_ns);
+        if elapsed < DECAY_SKIP_NS { 1.0 } else { (-(elapsed as f64) / self.decay_ns).exp() }
+    }
+
+    // ----- in flight -----
+
+    /// Counts one call as in flight until the returned guard is dropped.
+    pub fn start_request(self: &Arc<Self>) -> InFlightGuard {
+        InFlightGuard::new(Arc::clone(self))
+    }
+
+    /// Calls currently in flight.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    // ----- outcomes -----
+
+    /// Records a successful call and its latency.
+    pub fn record_success(&self, latency: Duration, now: Instant) {
+        self.successes.fetch_add(1, Ordering::Relaxed);
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+        self.update_estimates(now, Some(latency.as_nanos() as f64), Some(0.0));
+    }
+
+    /// Records a failed call. The latency estimate is left alone; use
+    /// [`record_penalty`](Self::record_penalty) to make the node look slow as well.
+    pub fn record_failure(&self, now: Instant) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
+        self.update_estimates(now, None, Some(1.0));
+    }
+
+    /// Raises the latency estimate to at least `penalty`, as a peak sample would.
+    ///
+    /// Meant for 429 and 5xx answers (Linkerd's load biaser records such a peak): the node
+    /// looks slow for a while and then decays back like any other peak.
+    pub fn record_penalty(&self, penalty: Duration, now: Instant) {
+        self.update_estimates(now, Some(penalty.as_nanos() as f64), None);
+    }
+
+    fn update_estimates(&self, now: Instant, latency_ns: Option<f64>, error: Option<f64>) {
+        let now_ns = self.nanos(now);
+        let _lock = self.estimate_lock.lock();
+        let last = self.updated_at.load(Ordering::Relaxed);
+        let elapsed = now_ns.saturating_sub(last) as f64;
+        let decay = (-elapsed / self.decay_ns).exp();
+        // Decay the stored estimate over the elapsed time (an implicit zero sample), then
+        // blend a real sample in with the weight that interval carries, or take it as a peak.
+        let decayed = f64::from_bits(self.latency_bits.load(Ordering::Relaxed)) * decay;
+        let latency = match latency_ns.filter(|s| s.is_finite() && *s >= 0.0) {
+            Some(sample) if decayed.is_nan() || sample > decayed => sample,
+            Some(sample) => decayed + sample * (1.0 - decay),
+            None => decayed,
+        };
+        self.latency_bits.store(latency.to_bits(), Ordering::Relaxed);
+        let err = f64::from_bits(self.error_bits.load(Ordering::Relaxed)) * decay;
+        let err = match error {
+            Some(x) => err * (1.0 - DEFAULT_ERROR_ALPHA) + x * DEFAULT_ERROR_ALPHA,
+            None => err,
+        };
+        self.error_bits.store(err.to_bits(), Ordering::Relaxed);
+        self.updated_at.store(now_ns.max(last), Ordering::Relaxed);
+    }
+
+    /// Records an active-probe round trip. Does not touch call counters or the call latency.
+    pub fn record_probe_rtt(&self, rtt: Duration) {
+        let sample = rtt.as_nanos() as f64;
+        let _lock = self.estimate_lock.lock();
+        let old = f64::from_bits(self.probe_rtt_bits.load(Ordering::Relaxed));
+        let new = if old.is_nan() { sample } else { old + PROBE_RTT_ALPHA * (sample - old) };
+        self.probe_rtt_bits.store(new.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Successful calls recorded so far.
+    pub fn successes(&self) -> u64 {
+        self.successes.load(Ordering::Relaxed)
+    }
+
+    /// Failed calls recorded so far.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Failures since the last success.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures.load(Ordering::Relaxed)
+    }
+
+    /// The decayed latency estimate in nanoseconds at `now`, or `None` before the first sample.
+    ///
+    /// This is the pick-path accessor: a few atomic loads and at most one `exp`.
+    #[inline]
+    pub fn latency_estimate_ns(&self, now: Instant) -> Option<f64> {
+        let est = f64::from_bits(self.latency_bits.load(Ordering::Relaxed));
+        if est.is_nan() {
+            return None;
+        }
+        let d = self.decay_factor(self.nanos(now), self.updated_at.load(Ordering::Relaxed));
+        Some(est * d)
+    }
+
+    /// [`latency_estimate_ns`](Self::latency_estimate_ns) as a `Duration`.
+    pub fn latency_estimate(&self, now: Instant) -> Option<Duration> {
+        self.latency_estimate_ns(now).map(|ns| Duration::from_nanos(ns as u64))
+    }
+
+    /// The decayed error rate in `0.0..=1.0` at `now`; 0 before any outcome.
+    #[inline]
+    pub fn error_rate(&self, now: Instant) -> f64 {
+        let err = f64::from_bits(self.error_bits.load(Ordering::Relaxed));
+        if err == 0.0 {
+            return 0.0;
+        }
+        err * self.decay_factor(self.nanos(now), self.updated_at.load(Ordering::Relaxed))
+    }
+
+    /// Latency and error rate at `now` with one shared decay factor: the cheapest read for
+    /// strategies that need both.
+    #[inline]
+    pub fn latency_and_error(&self, now: Instant) -> (Option<f64>, f64) {
+        let est = f64::from_bits(self.latency_bits.load(Ordering::Relaxed));
+        let err = f64::from_bits(self.error_bits.load(Ordering::Relaxed));
+        let d = self.decay_factor(self.nanos(now), self.updated_at.load(Ordering::Relaxed));
+        ((!est.is_nan()).then_some(est * d), err * d)
+    }
+
+    /// The probe round-trip estimate, or `None` before the first probe.
+    pub fn probe_rtt(&self) -> Option<Duration> {
+        let v = f64::from_bits(self.probe_rtt_bits.load(Ordering::Relaxed));
+        (!v.is_nan()).then(|| Duration::from_nanos(v as u64))
+    }
+
+    /// [`probe_rtt`](Self::probe_rtt) in nanoseconds, for the pick path.
+    #[inline]
+    pub fn probe_rtt_ns(&self) -> Option<f64> {
+        let v = f64::from_bits(self.probe_rtt_bits.load(Ordering::Relaxed));
+        (!v.is_nan()).then_some(v)
+    }
+
+    // ----- state -----
+
+    /// Current health verdict.
+    pub fn health(&self) -> HealthState {
+        HealthState::from_u8(self.health.load(Ordering::Relaxed))
+    }
+
+    /// Sets the health verdict and returns the previous one.
+    pub fn set_health(&self, state: HealthState) -> HealthState {
+        HealthState::from_u8(self.health.swap(state.to_u8(), Ordering::Relaxed))
+    }
+
+    /// Current administrative state.
+    pub fn admin(&self) -> AdminState {
+        AdminState::from_u8(self.admin.load(Ordering::Relaxed))
+    }
+
+    /// Enables or drains the node. Health is unaffected.
+    pub fn set_admin(&self, state: AdminState) {
+        self.admin.store(state.to_u8(), Ordering::Relaxed);
+    }
+
+    /// Excludes the node from new calls until `until` (an ejection or a Retry-After cooldown),
+    /// or lifts the exclusion with `None`.
+    pub fn set_excluded_until(&self, until: Option<Instant>) {
+        let v = until.map_or(0, |t| self.nanos(t).max(1));
+        self.excluded_until.store(v, Ordering::Relaxed);
+    }
+
+    /// Extends the exclusion to at least `until`; never shortens it.
+    pub fn extend_exclusion(&self, until: Instant) {
+        self.excluded_until.fetch_max(self.nanos(until).max(1), Ordering::Relaxed);
+    }
+
+    /// The end of the current or last exclusion, if one was set.
+    pub fn excluded_until(&self) -> Option<Instant> {
+        match self.excluded_until.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(self.instant(ns)),
+        }
+    }
+
+    /// Whether the node is excluded at `now`.
+    pub fn is_excluded(&self, now: Instant) -> bool {
+        let until = self.excluded_until.load(Ordering::Relaxed);
+        until != 0 && self.nanos(now) < until
+    }
+
+    /// Whether the node may take a new call at `now`, and if not, why.
+    ///
+    /// Order of precedence: drained, then unhealthy, then excluded.
+    pub fn availability(&self, now: Instant) -> Availability {
+        if self.admin() == AdminState::Drained {
+            return Availability::Drained;
+        }
+        if !self.health().is_serving() {
+            return Availability::Unhealthy;
+        }
+        let until = self.excluded_until.load(Ordering::Relaxed);
+        if until != 0 && self.nanos(now) < until {
+            return Availability::Excluded { until: self.instant(until) };
+        }
+        Availability::Eligible
+    }
+
+    /// Shortcut for `availability(now).is_eligible()`.
+    #[inline]
+    pub fn is_eligible(&self, now: Instant) -> bool {
+        self.availability(now).is_eligible()
+    }
+
+    // ----- slow start -----
+
+    /// Starts ramping the node's effective weight from `floor` (clamped to `0.0..=1.0`) at
+    /// `now` linearly up to full weight at `now + window`.
+    pub fn begin_slow_start(&self, now: Instant, window: Duration, floor: f64) {
+        let floor = if floor.is_nan() { 1.0 } else { floor.clamp(0.0, 1.0) };
+        self.slow_start_window_ns.store(u64::try_from(window.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.slow_start_floor_bits.store(floor.to_bits(), Ordering::Relaxed);
+        self.slow_start_from.store(self.nanos(now).saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// Ends any slow start at once.
+    pub fn end_slow_start(&self) {
+        self.slow_start_from.store(0, Ordering::Relaxed);
+    }
+
+    /// The slow-start multiplier for the node's weight at `now`, in `floor..=1.0`; 1.0 when the
+    /// node is not ramping.
+    ///
+    /// `floor + (1 - floor) · elapsed / window`, the linear ramp HAProxy uses; Envoy's default
+    /// aggression of 1.0 gives the same curve.
+    #[inline]
+    pub fn weight_factor(&self, now: Instant) -> f64 {
+        let from = self.slow_start_from.load(Ordering::Relaxed);
+        if from == 0 {
+            return 1.0;
+        }
+        let window = self.slow_start_window_ns.load(Ordering::Relaxed);
+        let elapsed = self.nanos(now).saturating_sub(from - 1);
+        if elapsed >= window {
+            return 1.0;
+        }
+        let floor = f64::from_bits(self.slow_start_floor_bits.load(Ordering::Relaxed));
+        floor + (1.0 - floor) * (elapsed as f64 / window as f64)
+    }
+}
+
+impl fmt::Debug for NodeMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeMetrics")
+            .field("in_flight", &self.in_flight())
+            .field("successes", &self.successes())
+            .field("failures", &self.failures())
+            .field("consecutive_failures", &self.consecutive_failures())
+            .field("health", &self.health())
+            .field("admin", &self.admin())
+            .field("excluded_until", &self.excluded_until())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics() -> (Arc<NodeMetrics>, Instant) {
+        let t0 = Instant::now();
+        (Arc::new(NodeMetrics::new(t0, DEFAULT_METRICS_DECAY)), t0)
+    }
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn guard_counts_in_flight() {
+        let (m, _) = metrics();
+        let a = m.start_request();
+        let b = m.start_request();
+        assert_eq!(m.in_flight(), 2);
+        drop(a);
+        assert_eq!(m.in_flight(), 1);
+        drop(b);
+        assert_eq!(m.in_flight(), 0);
+    }
+
+    #[test]
+    fn peak_ewma_takes_peaks_at_once_and_decays() {
+        let (m, t0) = metrics();
+        assert_eq!(m.latency_estimate(t0), None);
+        m.record_success(100 * MS, t0);
+        assert_eq!(m.latency_estimate(t0), Some(100 * MS));
+        // A peak replaces the estimate immediately.
+        m.record_success(500 * MS, t0);
+        assert_eq!(m.latency_estimate(t0), Some(500 * MS));
+        // A lower sample at the same instant barely moves it (weight 1 - e^0 = 0).
+        m.record_success(10 * MS, t0);
+        assert_eq!(m.latency_estimate(t0), Some(500 * MS));
+        // After τ, the estimate read alone has decayed by 1/e.
+        let t1 = t0 + DEFAULT_METRICS_DECAY;
+        let est = m.latency_estimate_ns(t1).unwrap();
+        let expect = 500e6 * (-1.0f64).exp();
+        assert!((est - expect).abs() < 1.0, "{est} vs {expect}");
+        // A low sample after τ blends in with weight 1 - 1/e.
+        m.record_success(10 * MS, t1);
+        let d = (-1.0f64).exp();
+        let blended = 500e6 * d + 10e6 * (1.0 - d);
+        let est = m.latency_estimate_ns(t1).unwrap();
+        assert!((est - blended).abs() < 1.0, "{est} vs {blended}");
+    }
+
+    #[test]
+    fn penalty_raises_and_never_lowers() {
+        let (m, t0) = metrics();
+        m.record_success(200 * MS, t0);
+        m.record_penalty(50 * MS, t0);
+        assert_eq!(m.latency_estimate(t0), Some(200 * MS));
+        m.record_penalty(5000 * MS, t0);
+        assert_eq!(m.latency_estimate(t0), Some(5000 * MS));
+        assert_eq!(m.successes(), 1);
+        assert_eq!(m.failures(), 0);
+    }
+
+    #[test]
+    fn error_rate_moves_by_alpha_and_decays() {
+        let (m, t0) = metrics();
+        assert_eq!(m.error_rate(t0), 0.0);
+        m.record_failure(t0);
+        assert!((m.error_rate(t0) - 0.1).abs() < 1e-12);
+        m.record_failure(t0);
+        assert!((m.error_rate(t0) - 0.19).abs() < 1e-12);
+        assert_eq!(m.consecutive_failures(), 2);
+        m.record_success(MS, t0);
+        assert_eq!(m.consecutive_failures(), 0);
+        assert!((m.error_rate(t0) - 0.171).abs() < 1e-12);
+        let later = t0 + 3 * DEFAULT_METRICS_DECAY;
+        assert!((m.error_rate(later) - 0.171 * (-3.0f64).exp()).abs() < 1e-9);
+        let (lat, err) = m.latency_and_error(later);
+        assert!(lat.is_some());
+        assert!((err - m.error_rate(later)).abs() < 1e-15);
+    }
+
+    #[test]
+    fn non_finite_samples_are_ignored() {
+        let (m, t0) = metrics();
+        m.record_success(Duration::MAX, t0);
+        let est = m.latency_estimate_ns(t0).unwrap();
+        assert!(est.is_finite());
+    }
+
+    #[test]
+    fn availability_precedence() {
+        let (m, t0) = metrics();
+        assert_eq!(m.availability(t0), Availability::Eligible);
+        m.set_excluded_until(Some(t0 + 5 * MS));
+        assert_eq!(m.availability(t0), Availability::Excluded { until: t0 + 5 * MS });
+        assert!(m.is_eligible(t0 + 5 * MS));
+        m.extend_exclusion(t0 + MS);
+        assert_eq!(m.excluded_until(), Some(t0 + 5 * MS));
+        m.set_health(HealthState::Unhealthy);
+        assert_eq!(m.availability(t0), Availability::Unhealthy);
+        m.set_admin(AdminState::Drained);
+        assert_eq!(m.availability(t0), Availability::Drained);
+        m.set_admin(AdminState::Enabled);
+        assert_eq!(m.set_health(HealthState::Healthy), HealthState::Unhealthy);
+        m.set_excluded_until(None);
+        assert!(m.is_eligible(t0));
+    }
+
+    #[test]
+    fn slow_start_ramps_linearly() {
+        let (m, t0) = metrics();
+        assert_eq!(m.weight_factor(t0), 1.0);
+        let window = Duration::from_secs(30);
+        m.begin_slow_start(t0, window, 0.1);
+        assert!((m.weight_factor(t0) - 0.1).abs() < 1e-12);
+        assert!((m.weight_factor(t0 + window / 2) - 0.55).abs() < 1e-9);
+        assert_eq!(m.weight_factor(t0 + window), 1.0);
+        m.begin_slow_start(t0, window, 0.1);
+        m.end_slow_start();
+        assert_eq!(m.weight_factor(t0), 1.0);
+    }
+
+    #[test]
+    fn probe_rtt_is_separate() {
+        let (m, t0) = metrics();
+        m.record_probe_rtt(20 * MS);
+        m.record_probe_rtt(30 * MS);
+        assert_eq!(m.probe_rtt(), Some(Duration::from_nanos(23_000_000)));
+        assert_eq!(m.latency_estimate(t0), None);
+        assert_eq!(m.successes(), 0);
+    }
+}
