@@ -41,6 +41,16 @@ impl GeoPoint {
             && (-180.0..=180.0).contains(&self.lon)
     }
 
+    /// The point as a unit vector from the Earth's centre (x towards 0°N 0°E, z towards the
+    /// north pole).
+    ///
+    /// The dot product of two such vectors is the cosine of the angle between the points, so
+    /// comparing dot products ranks points by great-circle distance without any trigonometry.
+    pub fn unit_vector(&self) -> [f64; 3] {
+        let (lat, lon) = (self.lat.to_radians(), self.lon.to_radians());
+        [lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()]
+    }
+
     /// Great-circle distance to `other` in kilometres, by the haversine formula.
     ///
     /// Returns NaN if either point has a NaN coordinate.
@@ -86,6 +96,16 @@ mod tests {
         check(GeoPoint::new(0.0, 0.0), GeoPoint::new(0.0, 180.0), std::f64::consts::PI * EARTH_RADIUS_KM);
         // Across the antimeridian is short.
         check(GeoPoint::new(0.0, 179.5), GeoPoint::new(0.0, -179.5), 111.2);
+    }
+
+    #[test]
+    fn unit_vectors_rank_like_distances() {
+        let dot = |a: [f64; 3], b: [f64; 3]| a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
+        let s = SEOUL.unit_vector();
+        assert!((dot(s, s) - 1.0).abs() < 1e-12);
+        let angle = dot(s, TOKYO.unit_vector()).clamp(-1.0, 1.0).acos();
+        assert!((angle * EARTH_RADIUS_KM - SEOUL.distance_km(TOKYO)).abs() < 1e-6);
+        assert!(dot(s, TOKYO.unit_vector()) > dot(s, FRANKFURT.unit_vector()));
     }
 
     #[test]

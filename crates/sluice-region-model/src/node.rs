@@ -18,6 +18,7 @@ pub struct Node {
     id: NodeId,
     region: Region,
     endpoint: Url,
+    unit: [f64; 3],
     metrics: Arc<NodeMetrics>,
 }
 
@@ -51,7 +52,8 @@ impl fmt::Display for NodeId {
 
 impl Node {
     pub(crate) fn new(id: NodeId, region: Region, endpoint: Url, metrics: Arc<NodeMetrics>) -> Self {
-        Self { id, region, endpoint, metrics }
+        let unit = region.location().unit_vector();
+        Self { id, region, endpoint, unit, metrics }
     }
 
     /// This node's id within its snapshot.
@@ -77,6 +79,11 @@ impl Node {
     /// Shortcut for `region().location()`.
     pub fn location(&self) -> GeoPoint {
         self.region.location()
+    }
+
+    /// The location as a unit vector, computed once (see [`GeoPoint::unit_vector`]).
+    pub fn unit_vector(&self) -> [f64; 3] {
+        self.unit
     }
 
     /// Live metrics, shared with every clone of the snapshot and with in-flight guards.

@@ -2,7 +2,10 @@
 
 use std::{
     collections::HashSet,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -19,7 +22,11 @@ pub struct Snapshot {
     nodes: Box<[Node]>,
     ids: Box<[NodeId]>,
     epoch: Instant,
+    generation: u64,
 }
+
+/// Source of [`Snapshot::generation`] values.
+static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 /// Options for building a [`Snapshot`]. Get one from [`Snapshot::builder`].
 #[derive(Debug, Clone)]
@@ -91,6 +98,13 @@ impl Snapshot {
     pub fn epoch(&self) -> Instant {
         self.epoch
     }
+
+    /// A number unique to this snapshot within the process.
+    ///
+    /// Strategies that precompute tables per membership key their cache on it.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
 }
 
 // ===== impl SnapshotBuilder =====
@@ -157,7 +171,7 @@ impl SnapshotBuilder {
             })
             .collect();
         let ids = (0..nodes.len() as u32).map(NodeId::from_index).collect();
-        Ok(Snapshot { nodes, ids, epoch })
+        Ok(Snapshot { nodes, ids, epoch, generation: GENERATION.fetch_add(1, Ordering::Relaxed) })
     }
 }
 
@@ -285,5 +299,6 @@ mod tests {
         assert_eq!(a2.in_flight(), 1);
         assert_eq!(second.node(second.find("c").unwrap()).metrics().in_flight(), 0);
         assert_eq!(second.epoch(), first.epoch());
+        assert_ne!(second.generation(), first.generation());
     }
 }
