@@ -1,0 +1,517 @@
+//! The shared health monitor: passive recording, selection and the event channel.
+
+use std::{
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use sluice_region_model::{AdminState, HealthState, NodeId, NodeMetrics, Snapshot};
+use tokio::sync::broadcast;
+
+use crate::{
+    EjectionReason, HealthEvent, HealthEventKind, OutlierConfig,
+    outlier::{BUCKETS, NodeState, next_multiplier},
+};
+
+/// Capacity of the event channel. A subscriber that falls further behind gets
+/// `RecvError::Lagged` and misses the oldest events.
+pub const EVENT_CHANNEL_CAPACITY: usize = 1024;
+
+/// A cooldown extension shorter than this is not published as a new event.
+const COOLDOWN_EVENT_STEP_NS: u64 = 1_000_000_000;
+
+/// Decides which nodes may take traffic, from real call outcomes (passive) and from the
+/// active prober, and writes its verdicts into the snapshot's [`NodeMetrics`].
+///
+/// Cheap to clone (one `Arc`), `Send + Sync`. See the crate docs for the rules.
+#[derive(Clone)]
+pub struct HealthMonitor {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) snapshot: Arc<Snapshot>,
+    pub(crate) config: OutlierConfig,
+    pub(crate) nodes: Box<[NodeState]>,
+    pub(crate) regions: Box<[Arc<str>]>,
+    pub(crate) events: broadcast::Sender<HealthEvent>,
+    /// Nodes holding an ejection slot.
+    ejected: AtomicUsize,
+    max_ejected: usize,
+    bucket_ns: u64,
+    /// Live probe tasks of every prober spawned from this monitor.
+    pub(crate) probe_tasks: AtomicUsize,
+}
+
+/// The outcome of one call, as the client reports it to [`HealthMonitor::record`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The call succeeded.
+    Success {
+        /// Time to the complete answer (or to the first byte, for streams; the client decides,
+        /// consistently).
+        latency: Duration,
+    },
+    /// The call timed out.
+    Timeout,
+    /// The connection could not be set up or broke.
+    ConnectError,
+    /// The node answered with a server error (5xx).
+    ServerError {
+        /// The HTTP status.
+        status: u16,
+        /// The parsed Retry-After, if the answer carried one. Honoured on 503 only.
+        retry_after: Option<Duration>,
+    },
+    /// The node answered 429 Too Many Requests.
+    RateLimited {
+        /// The parsed Retry-After, if the answer carried one.
+        retry_after: Option<Duration>,
+    },
+}
+
+/// What [`HealthMonitor::select`] put into the candidate list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Selection {
+    /// The list holds every eligible, not skipped node (and is not empty).
+    Eligible,
+    /// No node was eligible: the list holds the least-bad ones (panic mode, see the crate
+    /// docs) and is not empty.
+    Panic,
+    /// No node may be tried; the list is empty.
+    Unavailable {
+        /// The earliest instant at which a cooldown or ejection of a node that was not
+        /// skipped ends, if any will.
+        retry_at: Option<Instant>,
+    },
+}
+
+/// The passive and active state of one node, for inspection and alerting.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct NodeStatus {
+    /// The verdict of active probing.
+    pub health: HealthState,
+    /// The operator's switch.
+    pub admin: AdminState,
+    /// End of the current ejection, if the node is ejected.
+    pub ejected_until: Option<Instant>,
+    /// End of the current Retry-After cooldown, if one runs.
+    pub cooldown_until: Option<Instant>,
+    /// Backoff multiplier of the last ejection (0 if never ejected).
+    pub ejection_multiplier: u32,
+    /// Failed calls in a row.
+    pub consecutive_failures: u32,
+    /// The slow-start weight factor (1.0 when not ramping).
+    pub weight_factor: f64,
+}
+
+// ===== impl HealthMonitor =====
+
+impl HealthMonitor {
+    /// A monitor for the nodes of `snapshot`.
+    ///
+    /// Passive state (failure counts, ejections, cooldowns) lives in the monitor; when
+    /// membership changes, build a new monitor for the new snapshot.
+    pub fn new(snapshot: Arc<Snapshot>, config: OutlierConfig) -> Self {
+        let n = snapshot.len();
+        let nodes = (0..n).map(|_| NodeState::default()).collect();
+        let regions = snapshot.nodes().iter().map(|node| Arc::from(node.region().id())).collect();
+        let (events, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
+        let bucket_ns = duration_ns(config.failure_rate_window() / BUCKETS as u32).max(1);
+        let max_ejected = config.max_ejected(n);
+        let inner = Inner {
+            snapshot,
+            config,
+            nodes,
+            regions,
+            events,
+            ejected: AtomicUsize::new(0),
+            max_ejected,
+            bucket_ns,
+            probe_tasks: AtomicUsize::new(0),
+        };
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// The snapshot whose nodes this monitor judges.
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.inner.snapshot
+    }
+
+    /// The outlier settings.
+    pub fn config(&self) -> &OutlierConfig {
+        &self.inner.config
+    }
+
+    /// Records the outcome of one call to `node` at `now`.
+    ///
+    /// Updates the node's [`NodeMetrics`] (counters, latency and error estimates) and the
+    /// passive outlier state; may eject the node or start a cooldown.
+    /// O(1), lock-free apart from the node's own estimate lock in [`NodeMetrics`], and
+    /// allocation-free. The rare call that ejects a node while the ejection cap is full
+    /// also scans the nodes (one atomic load each) for ejections that have ended.
+    /// An id from another snapshot (out of range) is ignored.
+    ///
+    /// * `Success`: `record_success`; resets the consecutive-failure count.
+    /// * `Timeout`, `ConnectError`: `record_failure`; counts towards ejection.
+    /// * `ServerError`: `record_failure` and a latency penalty
+    ///   ([`error_penalty`](OutlierConfig::error_penalty)); counts towards ejection. A 503 with
+    ///   Retry-After also starts a cooldown.
+    /// * `RateLimited`: a latency penalty of at least the (capped) Retry-After, and a cooldown
+    ///   if Retry-After is present. Not a failure: the node works, we are only asked to slow
+    ///   down, so a 429 never ejects and does not raise the error rate.
+    ///
+    /// Outcomes that arrive while the node is ejected (calls that were in flight) update the
+    /// metrics but not the ejection counters.
+    pub fn record(&self, node: NodeId, outcome: Outcome, now: Instant) {
+        let inner = &*self.inner;
+        let Some(n) = inner.snapshot.get(node) else { return };
+        let metrics = n.metrics();
+        let state = &inner.nodes[node.index()];
+        let now_ns = inner.nanos(now);
+        match outcome {
+            Outcome::Success { latency } => {
+                metrics.record_success(latency, now);
+                if !state.is_ejected(now_ns) {
+                    state.consecutive.store(0, Ordering::Relaxed);
+                    state.count(now_ns, inner.bucket_ns, false);
+                }
+            }
+            Outcome::Timeout | Outcome::ConnectError => {
+                metrics.record_failure(now);
+                inner.on_failure(node, now_ns, now);
+            }
+            Outcome::ServerError { status, retry_after } => {
+                metrics.record_failure(now);
+                let penalty = inner.config.error_penalty();
+                if !penalty.is_zero() {
+                    metrics.record_penalty(penalty, now);
+                }
+                if status == 503
+                    && let Some(after) = retry_after
+                {
+                    inner.cooldown(node, after, now_ns, now);
+                }
+                inner.on_failure(node, now_ns, now);
+            }
+            Outcome::RateLimited { retry_after } => {
+                let capped = retry_after.map(|a| a.min(inner.config.retry_after_cap()));
+                let penalty = inner.config.error_penalty().max(capped.unwrap_or_default());
+                if !penalty.is_zero() {
+                    metrics.record_penalty(penalty, now);
+                }
+                if let Some(after) = retry_after {
+                    inner.cooldown(node, after, now_ns, now);
+                }
+            }
+        }
+    }
+
+    /// Fills `out` (cleared first) with the nodes a new attempt may use, leaving out those
+    /// for which `skip(id)` is true (typically: already tried by this call).
+    ///
+    /// * Normally `out` gets every eligible node (region-model
+    ///   [`availability`](NodeMetrics::availability): enabled, not unhealthy, not excluded)
+    ///   and the result is [`Selection::Eligible`].
+    /// * **Panic mode:** when no node that is not skipped is eligible, `out` gets the least-bad
+    ///   ones and the result is [`Selection::Panic`]. Drained nodes and nodes inside a
+    ///   Retry-After cooldown are never offered. Of the rest, the best class present is taken:
+    ///   first nodes that are only ejected (probes still pass), then nodes that are only
+    ///   unhealthy, then nodes that are both.
+    /// * When even that is empty the result is [`Selection::Unavailable`] with the earliest
+    ///   end of a cooldown or ejection among the nodes not skipped (`None` if there is none,
+    ///   e.g. when every node is drained or skipped).
+    ///
+    /// O(n) in the number of nodes; no lock, and no allocation once `out` has grown.
+    pub fn select(&self, now: Instant, skip: impl Fn(NodeId) -> bool, out: &mut Vec<NodeId>) -> Selection {
+        let inner = &*self.inner;
+        let now_ns = inner.nanos(now);
+        out.clear();
+        for node in inner.snapshot.nodes() {
+            let id = node.id();
+            inner.reclaim_slot(id, now_ns);
+            if !skip(id) && node.metrics().is_eligible(now) {
+                out.push(id);
+            }
+        }
+        if !out.is_empty() {
+            return Selection::Eligible;
+        }
+        // Panic mode: rank 0 = only excluded, 1 = only unhealthy, 2 = both.
+        let mut best_rank = u8::MAX;
+        let mut retry_at: Option<u64> = None;
+        let mut earliest = |until: u64| retry_at = Some(retry_at.map_or(until, |r| r.min(until)));
+        for node in inner.snapshot.nodes() {
+            let id = node.id();
+            let m = node.metrics();
+            if skip(id) || m.admin() == AdminState::Drained {
+                continue;
+            }
+            let state = &inner.nodes[id.index()];
+            if state.in_cooldown(now_ns) {
+                earliest(state.cooldown_until.load(Ordering::Relaxed));
+                continue;
+            }
+            let rank = match (m.health().is_serving(), m.is_excluded(now)) {
+                (true, _) => 0,
+                (false, false) => 1,
+                (false, true) => 2,
+            };
+            if rank < best_rank {
+                best_rank = rank;
+                out.clear();
+            }
+            if rank == best_rank {
+                out.push(id);
+            }
+        }
+        if !out.is_empty() {
+            tracing::debug!(candidates = out.len(), "no eligible node; panic mode");
+            return Selection::Panic;
+        }
+        Selection::Unavailable { retry_at: retry_at.map(|ns| inner.instant(ns)) }
+    }
+
+    /// A receiver of every [`HealthEvent`] sent from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<HealthEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// The passive and active state of `node` at `now`, or `None` for an id out of range.
+    pub fn status(&self, node: NodeId, now: Instant) -> Option<NodeStatus> {
+        let inner = &*self.inner;
+        let m = inner.snapshot.get(node)?.metrics();
+        let state = &inner.nodes[node.index()];
+        let now_ns = inner.nanos(now);
+        let until = |ns: u64| (now_ns < ns).then(|| inner.instant(ns));
+        Some(NodeStatus {
+            health: m.health(),
+            admin: m.admin(),
+            ejected_until: until(state.eject_until.load(Ordering::Relaxed)),
+            cooldown_until: until(state.cooldown_until.load(Ordering::Relaxed)),
+            ejection_multiplier: state.multiplier.load(Ordering::Relaxed),
+            consecutive_failures: state.consecutive.load(Ordering::Relaxed),
+            weight_factor: m.weight_factor(now),
+        })
+    }
+
+    /// Nodes currently counted as ejected against the cap (ejections that ended are
+    /// reclaimed lazily, by [`select`](Self::select) and by later ejections).
+    pub fn ejected_count(&self) -> usize {
+        self.inner.ejected.load(Ordering::Relaxed)
+    }
+
+    /// Probe tasks currently alive, across every prober spawned from this monitor.
+    /// Drops to zero once the [`ProberHandle`](crate::ProberHandle)s are dropped or shut down.
+    pub fn probe_tasks(&self) -> usize {
+        self.inner.probe_tasks.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+}
+
+impl fmt::Debug for HealthMonitor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HealthMonitor")
+            .field("nodes", &self.inner.snapshot.len())
+            .field("ejected", &self.ejected_count())
+            .field("max_ejected", &self.inner.max_ejected)
+            .field("probe_tasks", &self.probe_tasks())
+            .finish_non_exhaustive()
+    }
+}
+
+// ===== impl Inner =====
+
+impl Inner {
+    #[inline]
+    pub(crate) fn nanos(&self, t: Instant) -> u64 {
+        duration_ns(t.saturating_duration_since(self.snapshot.epoch()))
+    }
+
+    #[inline]
+    pub(crate) fn instant(&self, ns: u64) -> Instant {
+        self.snapshot.epoch() + Duration::from_nanos(ns)
+    }
+
+    pub(crate) fn metrics(&self, node: NodeId) -> &Arc<NodeMetrics> {
+        self.snapshot.node(node).metrics()
+    }
+
+    fn on_failure(&self, node: NodeId, now_ns: u64, now: Instant) {
+        let state = &self.nodes[node.index()];
+        if state.is_ejected(now_ns) {
+            return;
+        }
+        let consecutive = state.consecutive.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        state.count(now_ns, self.bucket_ns, true);
+        if consecutive >= self.config.consecutive_failures() {
+            self.eject(node, EjectionReason::ConsecutiveFailures { count: consecutive }, now_ns, now);
+            return;
+        }
+        let w = state.window(now_ns, self.bucket_ns);
+        let total = w.successes + w.failures;
+        if total >= self.config.failure_rate_min_requests()
+            && f64::from(w.failures) > self.config.failure_rate_threshold() * f64::from(total)
+        {
+            self.eject(node, EjectionReason::FailureRate { failures: w.failures, total }, now_ns, now);
+        }
+    }
+
+    /// Releases `node`'s ejection slot if its ejection has ended.
+    #[inline]
+    fn reclaim_slot(&self, node: NodeId, now_ns: u64) {
+        let state = &self.nodes[node.index()];
+        if state.holds_slot.load(Ordering::Relaxed)
+            && !state.is_ejected(now_ns)
+            && state.holds_slot.compare_exchange(true, false, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        {
+            self.ejected.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Takes one slot under the cap; lock-free.
+    fn reserve_slot(&self) -> bool {
+        self.ejected
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < self.max_ejected).then_some(n + 1))
+            .is_ok()
+    }
+
+    fn eject(&self, node: NodeId, reason: EjectionReason, now_ns: u64, now: Instant) {
+        let state = &self.nodes[node.index()];
+        self.reclaim_slot(node, now_ns);
+        // The node's own slot flag makes concurrent ejections of one node race-free.
+        if state.holds_slot.compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+            return;
+        }
+        if !self.reserve_slot() {
+            // Ejections that ended may still hold slots: reclaim them, then try once more.
+            for other in self.snapshot.ids() {
+                self.reclaim_slot(*other, now_ns);
+            }
+            if !self.reserve_slot() {
+                state.holds_slot.store(false, Ordering::Release);
+                tracing::debug!(node = %node, region = %self.regions[node.index()], %reason,
+                    max_ejected = self.max_ejected, "not ejecting: max_ejection_percent reached");
+                return;
+            }
+        }
+        let c = &self.config;
+        let base = duration_ns(c.base_ejection()).max(1);
+        let cap_ns = duration_ns(c.max_ejection()).max(base);
+        let cap_multiplier = u32::try_from(cap_ns.div_ceil(base)).unwrap_or(u32::MAX);
+        let multiplier = next_multiplier(
+            state.multiplier.load(Ordering::Relaxed),
+            state.eject_until.load(Ordering::Relaxed),
+            now_ns,
+            duration_ns(c.ejection_decay()),
+            cap_multiplier,
+        );
+        let until_ns = now_ns.saturating_add(base.saturating_mul(u64::from(multiplier)).min(cap_ns)).max(1);
+        state.multiplier.store(multiplier, Ordering::Relaxed);
+        state.probe_failed_since_eject.store(false, Ordering::Relaxed);
+        state.eject_until.store(until_ns, Ordering::Release);
+        state.clear_window();
+        let until = self.instant(until_ns);
+        let metrics = self.metrics(node);
+        metrics.extend_exclusion(until);
+        self.schedule_slow_start(metrics);
+        tracing::warn!(node = %node, region = %self.regions[node.index()], %reason, multiplier,
+            ejected_for = ?until.saturating_duration_since(now), "node ejected");
+        self.publish(node, HealthEventKind::Ejected { until, reason, multiplier }, now);
+    }
+
+    fn cooldown(&self, node: NodeId, after: Duration, now_ns: u64, now: Instant) {
+        let after = after.min(self.config.retry_after_cap());
+        if after.is_zero() {
+            return;
+        }
+        let state = &self.nodes[node.index()];
+        let until_ns = now_ns.saturating_add(duration_ns(after));
+        let prev = state.cooldown_until.fetch_max(until_ns, Ordering::AcqRel);
+        if until_ns <= prev {
+            return;
+        }
+        let until = self.instant(until_ns);
+        let metrics = self.metrics(node);
+        metrics.extend_exclusion(until);
+        self.schedule_slow_start(metrics);
+        if prev <= now_ns || until_ns - prev >= COOLDOWN_EVENT_STEP_NS {
+            tracing::info!(node = %node, region = %self.regions[node.index()], retry_after = ?after,
+                "node cooling down after retry-after");
+            self.publish(node, HealthEventKind::CooldownStarted { until }, now);
+        }
+    }
+
+    /// Starts the slow-start ramp at the end of the node's exclusion, so that it ramps up
+    /// when it comes back on its own.
+    fn schedule_slow_start(&self, metrics: &NodeMetrics) {
+        let window = self.config.slow_start_window();
+        if let (false, Some(from)) = (window.is_zero(), metrics.excluded_until()) {
+            metrics.begin_slow_start(from, window, self.config.slow_start_floor());
+        }
+    }
+
+    /// Called by the prober on every successful probe: ends an ejection early when probes
+    /// had seen the node fail during it. Returns whether it did.
+    pub(crate) fn probe_succeeded(&self, node: NodeId, now: Instant) -> bool {
+        let state = &self.nodes[node.index()];
+        let now_ns = self.nanos(now);
+        if !state.is_ejected(now_ns) || !state.probe_failed_since_eject.load(Ordering::Relaxed) {
+            return false;
+        }
+        state.eject_until.store(now_ns.max(1), Ordering::Release);
+        self.reclaim_slot(node, now_ns);
+        let metrics = self.metrics(node);
+        // Keep a running cooldown: it is the server's explicit request.
+        let cooldown = state.cooldown_until.load(Ordering::Acquire);
+        metrics.set_excluded_until((cooldown > now_ns).then(|| self.instant(cooldown)));
+        // A cooldown that started meanwhile wins over the reset above.
+        let cooldown_again = state.cooldown_until.load(Ordering::Acquire);
+        if cooldown_again > now_ns {
+            metrics.extend_exclusion(self.instant(cooldown_again));
+        }
+        self.begin_slow_start_now(metrics, now);
+        tracing::info!(node = %node, region = %self.regions[node.index()], "probe passed; ejection ended early");
+        self.publish(node, HealthEventKind::EjectionEnded, now);
+        true
+    }
+
+    /// Called by the prober on every failed probe.
+    pub(crate) fn probe_failed(&self, node: NodeId, now: Instant) {
+        let state = &self.nodes[node.index()];
+        if state.is_ejected(self.nanos(now)) {
+            state.probe_failed_since_eject.store(true, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn begin_slow_start_now(&self, metrics: &NodeMetrics, now: Instant) {
+        let window = self.config.slow_start_window();
+        if !window.is_zero() {
+            let from = metrics.excluded_until().filter(|t| *t > now).unwrap_or(now);
+            metrics.begin_slow_start(from, window, self.config.slow_start_floor());
+        }
+    }
+
+    pub(crate) fn publish(&self, node: NodeId, kind: HealthEventKind, at: Instant) {
+        if self.events.receiver_count() == 0 {
+            return;
+        }
+        let event = HealthEvent { node, region: Arc::clone(&self.regions[node.index()]), kind, at };
+        // An error only means every receiver was dropped meanwhile.
+        let _ = self.events.send(event);
+    }
+}
+
+pub(crate) fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,149 @@
+//! Per-node passive state: the failure window, ejection backoff and cooldown, as atomics.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+/// Buckets in the failure-rate window.
+pub(crate) const BUCKETS: usize = 10;
+
+const SEQ_SHIFT: u32 = 40;
+const COUNT_BITS: u32 = 20;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+/// Bucket sequence numbers are kept modulo this (24 bits); 0 marks an empty bucket.
+const SEQ_MOD: u64 = (1 << 24) - 1;
+
+/// The passive state of one node. Every field is an atomic, so recording never locks.
+///
+/// Instants are nanoseconds since the snapshot epoch; 0 means "none".
+#[derive(Debug, Default)]
+pub(crate) struct NodeState {
+    /// Failed calls since the last success or ejection.
+    pub(crate) consecutive: AtomicU32,
+    /// Ring of time buckets; each packs `seq:24 | failures:20 | successes:20`.
+    buckets: [AtomicU64; BUCKETS],
+    /// End of the current or last ejection.
+    pub(crate) eject_until: AtomicU64,
+    /// Backoff multiplier of the last ejection.
+    pub(crate) multiplier: AtomicU32,
+    /// Whether this node currently counts against the ejection cap.
+    pub(crate) holds_slot: AtomicBool,
+    /// Whether an active probe failed since the current ejection began.
+    pub(crate) probe_failed_since_eject: AtomicBool,
+    /// End of the current or last Retry-After cooldown.
+    pub(crate) cooldown_until: AtomicU64,
+}
+
+/// Successes and failures in the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WindowCounts {
+    pub(crate) successes: u32,
+    pub(crate) failures: u32,
+}
+
+// ===== impl NodeState =====
+
+impl NodeState {
+    /// Whether the node is ejected at `now_ns`.
+    #[inline]
+    pub(crate) fn is_ejected(&self, now_ns: u64) -> bool {
+        now_ns < self.eject_until.load(Ordering::Relaxed)
+    }
+
+    /// Whether the node is in a Retry-After cooldown at `now_ns`.
+    #[inline]
+    pub(crate) fn in_cooldown(&self, now_ns: u64) -> bool {
+        now_ns < self.cooldown_until.load(Ordering::Relaxed)
+    }
+
+    /// Adds one outcome to the bucket of `now_ns`. Lock-free: one CAS loop on one word.
+    #[inline]
+    pub(crate) fn count(&self, now_ns: u64, bucket_ns: u64, failure: bool) {
+        let index = now_ns / bucket_ns;
+        let seq = index % SEQ_MOD + 1;
+        let slot = &self.buckets[(index % BUCKETS as u64) as usize];
+        let (ok_inc, fail_inc) = if failure { (0, 1) } else { (1, 0) };
+        let mut cur = slot.load(Ordering::Relaxed);
+        loop {
+            let (mut ok, mut fail) = (0, 0);
+            if cur >> SEQ_SHIFT == seq {
+                ok = cur & COUNT_MASK;
+                fail = (cur >> COUNT_BITS) & COUNT_MASK;
+            }
+            ok = (ok + ok_inc).min(COUNT_MASK);
+            fail = (fail + fail_inc).min(COUNT_MASK);
+            let new = seq << SEQ_SHIFT | fail << COUNT_BITS | ok;
+            match slot.compare_exchange_weak(cur, new, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Sums the buckets that belong to the window ending at `now_ns`.
+    pub(crate) fn window(&self, now_ns: u64, bucket_ns: u64) -> WindowCounts {
+        let index = now_ns / bucket_ns;
+        let mut counts = WindowCounts { successes: 0, failures: 0 };
+        for age in 0..BUCKETS as u64 {
+            let Some(i) = index.checked_sub(age) else { break };
+            let v = self.buckets[(i % BUCKETS as u64) as usize].load(Ordering::Relaxed);
+            if v >> SEQ_SHIFT == i % SEQ_MOD + 1 {
+                counts.successes += (v & COUNT_MASK) as u32;
+                counts.failures += ((v >> COUNT_BITS) & COUNT_MASK) as u32;
+            }
+        }
+        counts
+    }
+
+    /// Forgets every outcome (after an ejection, so that old failures do not eject again).
+    pub(crate) fn clear_window(&self) {
+        for b in &self.buckets {
+            b.store(0, Ordering::Relaxed);
+        }
+        self.consecutive.store(0, Ordering::Relaxed);
+    }
+}
+
+/// The multiplier of a new ejection at `now_ns`: the last one's, minus one per full `decay_ns`
+/// since the last ejection ended, plus one; at most `cap`.
+pub(crate) fn next_multiplier(last: u32, last_end_ns: u64, now_ns: u64, decay_ns: u64, cap: u32) -> u32 {
+    let forgiven =
+        if last_end_ns == 0 { u64::from(last) } else { now_ns.saturating_sub(last_end_ns) / decay_ns.max(1) };
+    let decayed = u64::from(last).saturating_sub(forgiven);
+    (decayed as u32).saturating_add(1).min(cap.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const B: u64 = 1_000;
+
+    #[test]
+    fn window_counts_and_slides() {
+        let s = NodeState::default();
+        s.count(0, B, false);
+        s.count(10, B, true);
+        s.count(5 * B, B, true);
+        assert_eq!(s.window(5 * B, B), WindowCounts { successes: 1, failures: 2 });
+        // Bucket 0 leaves the window once index 10 is reached.
+        assert_eq!(s.window(10 * B, B), WindowCounts { successes: 0, failures: 1 });
+        // A bucket reused ten slots later starts from zero.
+        s.count(10 * B, B, false);
+        assert_eq!(s.window(10 * B, B), WindowCounts { successes: 1, failures: 1 });
+        assert_eq!(s.window(30 * B, B), WindowCounts { successes: 0, failures: 0 });
+        s.count(30 * B, B, true);
+        s.clear_window();
+        assert_eq!(s.window(30 * B, B), WindowCounts { successes: 0, failures: 0 });
+    }
+
+    #[test]
+    fn multiplier_grows_decays_and_caps() {
+        let d = 30;
+        assert_eq!(next_multiplier(0, 0, 100, d, 30), 1);
+        assert_eq!(next_multiplier(1, 100, 100, d, 30), 2);
+        assert_eq!(next_multiplier(2, 100, 129, d, 30), 3);
+        assert_eq!(next_multiplier(2, 100, 130, d, 30), 2);
+        assert_eq!(next_multiplier(3, 100, 190, d, 30), 1);
+        assert_eq!(next_multiplier(30, 100, 100, d, 30), 30);
+        assert_eq!(next_multiplier(u32::MAX, 100, 100, d, 0), 1);
+    }
+}

@@ -1,0 +1,247 @@
+//! The active prober: one task per node.
+
+use std::{fmt, sync::Arc, sync::atomic::Ordering, time::Duration};
+
+use rand::{Rng, SeedableRng, rngs::SmallRng};
+use sluice_region_model::{HealthState, NodeId};
+use tokio::{task::JoinSet, time::Instant as TokioInstant};
+
+use crate::{HealthEventKind, HealthMonitor, Probe, ProbeConfig, ProbeError, hysteresis::Hysteresis, monitor::Inner};
+
+/// Owns the probe tasks started by [`HealthMonitor::spawn_prober`].
+///
+/// Dropping it aborts every task; [`shutdown`](Self::shutdown) aborts them and waits until
+/// they are gone. Either way no task outlives the handle (tasks that are mid-probe are
+/// dropped at their next poll).
+#[must_use = "dropping the handle stops the prober"]
+pub struct ProberHandle {
+    tasks: JoinSet<()>,
+    monitor: HealthMonitor,
+}
+
+/// Keeps the monitor's live-task count honest: decrements when the task's future is dropped,
+/// whether it finished or was aborted.
+struct LiveTask(HealthMonitor);
+
+// ===== impl HealthMonitor (prober) =====
+
+impl HealthMonitor {
+    /// Starts probing every node of the snapshot with `probe`, one task per node, on the
+    /// current tokio runtime.
+    ///
+    /// Results go through the rise/fall hysteresis of `config` and are written into each
+    /// node's [`HealthState`]; transitions are published as [`HealthEvent`](crate::HealthEvent)s.
+    /// A successful probe also records its round trip with `NodeMetrics::record_probe_rtt`.
+    ///
+    /// # Panics
+    /// If called outside a tokio runtime.
+    pub fn spawn_prober(&self, probe: Arc<dyn Probe>, config: ProbeConfig) -> ProberHandle {
+        let mut tasks = JoinSet::new();
+        let seed = config.seed();
+        let config = Arc::new(config);
+        for id in self.snapshot().ids() {
+            let mut rng = match seed {
+                // SplitMix-style mixing so that neighbouring nodes get unrelated streams.
+                Some(s) => {
+                    SmallRng::seed_from_u64(s ^ (u64::from(id.index() as u32) + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+                }
+                None => SmallRng::from_os_rng(),
+            };
+            let initial = random_up_to(&mut rng, config.initial_jitter());
+            self.inner().probe_tasks.fetch_add(1, Ordering::Relaxed);
+            let live = LiveTask(self.clone());
+            let task = NodeProber {
+                monitor: self.clone(),
+                probe: Arc::clone(&probe),
+                config: Arc::clone(&config),
+                node: *id,
+                rng,
+                hysteresis: Hysteresis::new(config.rise(), config.fall())
+                    .starting_at(self.snapshot().node(*id).metrics().health()),
+                credentials_failing: false,
+            };
+            tasks.spawn(async move {
+                let _live = live;
+                task.run(initial).await;
+            });
+        }
+        ProberHandle { tasks, monitor: self.clone() }
+    }
+}
+
+// ===== impl ProberHandle =====
+
+impl ProberHandle {
+    /// Probe tasks of this prober that are still running (or not yet reaped).
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Whether no task is left.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// The monitor this prober reports to.
+    pub fn monitor(&self) -> &HealthMonitor {
+        &self.monitor
+    }
+
+    /// Stops every probe task and waits until all are gone.
+    pub async fn shutdown(mut self) {
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+impl fmt::Debug for ProberHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProberHandle").field("tasks", &self.tasks.len()).finish_non_exhaustive()
+    }
+}
+
+impl Drop for ProberHandle {
+    fn drop(&mut self) {
+        self.tasks.abort_all();
+    }
+}
+
+impl Drop for LiveTask {
+    fn drop(&mut self) {
+        self.0.inner().probe_tasks.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+// ===== NodeProber =====
+
+struct NodeProber {
+    monitor: HealthMonitor,
+    probe: Arc<dyn Probe>,
+    config: Arc<ProbeConfig>,
+    node: NodeId,
+    rng: SmallRng,
+    hysteresis: Hysteresis,
+    credentials_failing: bool,
+}
+
+impl NodeProber {
+    async fn run(mut self, initial: Duration) {
+        tokio::time::sleep(initial).await;
+        loop {
+            let started = TokioInstant::now();
+            let node = self.monitor.snapshot().node(self.node);
+            let result = match tokio::time::timeout(self.config.timeout(), self.probe.probe(node)).await {
+                Ok(result) => result,
+                Err(_) => Err(ProbeError::Timeout),
+            };
+            self.handle(result);
+            let base = if self.hysteresis.state() == HealthState::Unhealthy {
+                self.config.unhealthy_interval()
+            } else {
+                self.config.interval()
+            };
+            let delay = jittered(&mut self.rng, base, self.config.jitter_for(base));
+            tokio::time::sleep_until(started + delay).await;
+        }
+    }
+
+    fn handle(&mut self, result: Result<Duration, ProbeError>) {
+        let now = TokioInstant::now().into_std();
+        let inner: &Inner = self.monitor.inner();
+        let id = self.node;
+        let region = &inner.regions[id.index()];
+        let metrics = inner.metrics(id);
+        match result {
+            Ok(rtt) => {
+                metrics.record_probe_rtt(rtt);
+                self.credentials_failing = false;
+                inner.probe_succeeded(id, now);
+                let before = self.hysteresis.state();
+                if let Some(HealthState::Healthy) = self.hysteresis.observe(true) {
+                    metrics.set_health(HealthState::Healthy);
+                    // HAProxy never slow-starts at process start: only a comeback ramps.
+                    if before == HealthState::Unhealthy {
+                        inner.begin_slow_start_now(metrics, now);
+                    }
+                    tracing::info!(node = %id, region = %region, from = ?before, "node became healthy");
+                    inner.publish(id, HealthEventKind::BecameHealthy, now);
+                }
+            }
+            Err(error) => {
+                inner.probe_failed(id, now);
+                if let ProbeError::Credentials { status } = error {
+                    if !self.credentials_failing {
+                        self.credentials_failing = true;
+                        tracing::error!(node = %id, region = %region, status,
+                            "probe credentials rejected: check the api key of this region (configuration fault, not an outage)");
+                        inner.publish(id, HealthEventKind::CredentialsRejected { status }, now);
+                    }
+                } else {
+                    self.credentials_failing = false;
+                }
+                tracing::debug!(node = %id, region = %region, error = %error, "probe failed");
+                if let Some(HealthState::Unhealthy) = self.hysteresis.observe(false) {
+                    metrics.set_health(HealthState::Unhealthy);
+                    let reason = error_chain(&error);
+                    tracing::warn!(node = %id, region = %region, reason = %reason, "node became unhealthy");
+                    inner.publish(id, HealthEventKind::BecameUnhealthy { reason }, now);
+                }
+            }
+        }
+    }
+}
+
+/// `error: source: source…` in one line.
+fn error_chain(error: &ProbeError) -> String {
+    use std::{error::Error, fmt::Write};
+    let mut s = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        let _ = write!(s, ": {e}");
+        source = e.source();
+    }
+    s
+}
+
+/// A duration drawn uniformly from `0..=max`.
+fn random_up_to(rng: &mut SmallRng, max: Duration) -> Duration {
+    if max.is_zero() {
+        return Duration::ZERO;
+    }
+    Duration::from_nanos(rng.random_range(0..=crate::monitor::duration_ns(max)))
+}
+
+/// A duration drawn uniformly from `base - jitter ..= base + jitter` (jitter capped at base).
+pub(crate) fn jittered(rng: &mut SmallRng, base: Duration, jitter: Duration) -> Duration {
+    let jitter = jitter.min(base);
+    let low = base - jitter;
+    low + random_up_to(rng, jitter * 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_in_range_and_spreads() {
+        let mut rng = SmallRng::seed_from_u64(1);
+        let base = Duration::from_secs(1);
+        let j = Duration::from_millis(100);
+        let (mut min, mut max) = (Duration::MAX, Duration::ZERO);
+        for _ in 0..10_000 {
+            let d = jittered(&mut rng, base, j);
+            assert!(d >= base - j && d <= base + j, "{d:?}");
+            min = min.min(d);
+            max = max.max(d);
+        }
+        assert!(min < base - j + Duration::from_millis(5), "{min:?}");
+        assert!(max > base + j - Duration::from_millis(5), "{max:?}");
+        assert_eq!(jittered(&mut rng, base, Duration::ZERO), base);
+    }
+
+    #[test]
+    fn error_chain_joins_sources() {
+        let e = ProbeError::connect(std::io::Error::other("reset by peer"));
+        assert_eq!(error_chain(&e), "connection failed: reset by peer");
+    }
+}
