@@ -371,8 +371,10 @@ impl Inner {
     #[inline]
     fn reclaim_slot(&self, node: NodeId, now_ns: u64) {
         let state = &self.nodes[node.index()];
-        if state.holds_slot.load(Ordering::Relaxed)
-            && !state.is_ejected(now_ns)
+        // `eject_until` is stored before `holds_slot` is set (release), so a slot holder seen
+        // here with an ejection in the past really is done.
+        if state.holds_slot.load(Ordering::Acquire)
+            && now_ns >= state.eject_until.load(Ordering::Acquire)
             && state.holds_slot.compare_exchange(true, false, Ordering::AcqRel, Ordering::Relaxed).is_ok()
         {
             self.ejected.fetch_sub(1, Ordering::AcqRel);
@@ -388,9 +390,17 @@ impl Inner {
 
     fn eject(&self, node: NodeId, reason: EjectionReason, now_ns: u64, now: Instant) {
         let state = &self.nodes[node.index()];
+        // One ejection decision per node at a time; losers simply return.
+        if state.ejecting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.try_eject(node, state, reason, now_ns, now);
+        state.ejecting.store(false, Ordering::Release);
+    }
+
+    fn try_eject(&self, node: NodeId, state: &NodeState, reason: EjectionReason, now_ns: u64, now: Instant) {
         self.reclaim_slot(node, now_ns);
-        // The node's own slot flag makes concurrent ejections of one node race-free.
-        if state.holds_slot.compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed).is_err() {
+        if state.holds_slot.load(Ordering::Acquire) {
             return;
         }
         if !self.reserve_slot() {
@@ -399,7 +409,6 @@ impl Inner {
                 self.reclaim_slot(*other, now_ns);
             }
             if !self.reserve_slot() {
-                state.holds_slot.store(false, Ordering::Release);
                 tracing::debug!(node = %node, region = %self.regions[node.index()], %reason,
                     max_ejected = self.max_ejected, "not ejecting: max_ejection_percent reached");
                 return;
@@ -420,6 +429,7 @@ impl Inner {
         state.multiplier.store(multiplier, Ordering::Relaxed);
         state.probe_failed_since_eject.store(false, Ordering::Relaxed);
         state.eject_until.store(until_ns, Ordering::Release);
+        state.holds_slot.store(true, Ordering::Release);
         state.clear_window();
         let until = self.instant(until_ns);
         let metrics = self.metrics(node);

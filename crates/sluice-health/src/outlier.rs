@@ -26,6 +26,8 @@ pub(crate) struct NodeState {
     pub(crate) multiplier: AtomicU32,
     /// Whether this node currently counts against the ejection cap.
     pub(crate) holds_slot: AtomicBool,
+    /// Set while one thread decides on ejecting this node.
+    pub(crate) ejecting: AtomicBool,
     /// Whether an active probe failed since the current ejection began.
     pub(crate) probe_failed_since_eject: AtomicBool,
     /// End of the current or last Retry-After cooldown.

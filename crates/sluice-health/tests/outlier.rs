@@ -1,0 +1,329 @@
+//! Passive outlier detection, cooldowns, selection and panic mode.
+//!
+//! Time is injected: every test works on instants derived from the snapshot epoch.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use sluice_health::{EjectionReason, HealthEventKind, HealthMonitor, Outcome, OutlierConfig, Selection};
+use sluice_region_model::{AdminState, GeoPoint, HealthState, NodeId, Region, Snapshot};
+
+const S: Duration = Duration::from_secs(1);
+const MS: Duration = Duration::from_millis(1);
+
+fn snapshot(n: usize) -> (Arc<Snapshot>, Instant) {
+    let t0 = tokio::time::Instant::now().into_std();
+    let regions =
+        (0..n).map(|i| Region::new(format!("r{i}"), format!("http://127.0.0.1:9/r{i}/v1"), GeoPoint::new(0.0, 0.0)));
+    (Arc::new(Snapshot::builder().epoch(t0).build(regions).unwrap()), t0)
+}
+
+fn monitor(n: usize, config: OutlierConfig) -> (HealthMonitor, Instant) {
+    let (snap, t0) = snapshot(n);
+    (HealthMonitor::new(snap, config), t0)
+}
+
+fn id(i: u32) -> NodeId {
+    NodeId::from_index(i)
+}
+
+fn fail(m: &HealthMonitor, node: u32, times: usize, now: Instant) {
+    for _ in 0..times {
+        m.record(id(node), Outcome::ConnectError, now);
+    }
+}
+
+fn eligible(m: &HealthMonitor, now: Instant) -> Vec<u32> {
+    let mut out = Vec::new();
+    let sel = m.select(now, |_| false, &mut out);
+    assert!(matches!(sel, Selection::Eligible) || out.is_empty() || sel == Selection::Panic);
+    if sel == Selection::Eligible { out.iter().map(|n| n.index() as u32).collect() } else { Vec::new() }
+}
+
+#[test]
+fn consecutive_failures_eject_exactly_at_the_threshold() {
+    let (m, t0) = monitor(3, OutlierConfig::default());
+    let mut events = m.subscribe();
+    fail(&m, 0, 4, t0);
+    assert_eq!(eligible(&m, t0), [0, 1, 2], "4 failures must not eject");
+    // A success resets the count.
+    m.record(id(0), Outcome::Success { latency: 20 * MS }, t0);
+    fail(&m, 0, 4, t0);
+    assert_eq!(eligible(&m, t0), [0, 1, 2]);
+    m.record(id(0), Outcome::Timeout, t0);
+    assert_eq!(eligible(&m, t0), [1, 2], "the 5th failure in a row ejects");
+    let ev = events.try_recv().unwrap();
+    assert_eq!(ev.node, id(0));
+    assert_eq!(&*ev.region, "r0");
+    assert_eq!(
+        ev.kind,
+        HealthEventKind::Ejected {
+            until: t0 + 10 * S,
+            reason: EjectionReason::ConsecutiveFailures { count: 5 },
+            multiplier: 1
+        }
+    );
+    // The ejection ends on time, and its slot is given back.
+    assert_eq!(eligible(&m, t0 + 10 * S - MS), [1, 2]);
+    assert_eq!(m.ejected_count(), 1);
+    assert_eq!(eligible(&m, t0 + 10 * S), [0, 1, 2]);
+    assert_eq!(m.ejected_count(), 0);
+}
+
+#[test]
+fn recording_updates_node_metrics() {
+    let (m, t0) = monitor(2, OutlierConfig::default());
+    let metrics = Arc::clone(m.snapshot().node(id(1)).metrics());
+    m.record(id(1), Outcome::Success { latency: 40 * MS }, t0);
+    m.record(id(1), Outcome::ConnectError, t0);
+    m.record(id(1), Outcome::ServerError { status: 500, retry_after: None }, t0);
+    assert_eq!(metrics.successes(), 1);
+    assert_eq!(metrics.failures(), 2);
+    assert_eq!(metrics.consecutive_failures(), 2);
+    assert!(metrics.error_rate(t0) > 0.0);
+    // The 500 recorded a latency peak of the error penalty.
+    assert_eq!(metrics.latency_estimate(t0), Some(5 * S));
+    // A 429 is a penalty but not a failure.
+    m.record(id(1), Outcome::RateLimited { retry_after: None }, t0);
+    assert_eq!(metrics.failures(), 2);
+    // Ids from another snapshot are ignored.
+    m.record(id(7), Outcome::Timeout, t0);
+}
+
+#[test]
+fn failure_rate_ejects_only_with_enough_volume() {
+    let config = OutlierConfig::builder().consecutive_failures(100).build().unwrap();
+    let (m, t0) = monitor(3, config);
+    let ok = Outcome::Success { latency: 10 * MS };
+    // 4 failures out of 8: below the minimum volume of 10.
+    for i in 0..8 {
+        m.record(id(0), if i % 2 == 0 { Outcome::Timeout } else { ok }, t0 + i * MS);
+    }
+    assert_eq!(eligible(&m, t0 + 10 * MS), [0, 1, 2]);
+    // 10 calls, 5 failed: 50 % is not above the threshold.
+    m.record(id(0), ok, t0 + 9 * MS);
+    m.record(id(0), Outcome::Timeout, t0 + 10 * MS);
+    assert_eq!(eligible(&m, t0 + 11 * MS), [0, 1, 2]);
+    // 6 of 11 failed: ejected.
+    let mut events = m.subscribe();
+    m.record(id(0), Outcome::Timeout, t0 + 11 * MS);
+    assert_eq!(eligible(&m, t0 + 12 * MS), [1, 2]);
+    match events.try_recv().unwrap().kind {
+        HealthEventKind::Ejected { reason, .. } => {
+            assert_eq!(reason, EjectionReason::FailureRate { failures: 6, total: 11 })
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn failure_rate_window_slides() {
+    let config = OutlierConfig::builder().consecutive_failures(100).build().unwrap();
+    let (m, t0) = monitor(3, config);
+    // 9 failures long ago ...
+    fail(&m, 0, 9, t0);
+    // ... have left the 10 s window when the next ones come.
+    let later = t0 + 11 * S;
+    for _ in 0..5 {
+        m.record(id(0), Outcome::Success { latency: MS }, later);
+    }
+    fail(&m, 0, 4, later);
+    assert_eq!(eligible(&m, later), [0, 1, 2]);
+}
+
+#[test]
+fn ejection_backoff_grows_caps_and_decays() {
+    let config =
+        OutlierConfig::builder().base_ejection(10 * S).max_ejection(35 * S).ejection_decay(30 * S).build().unwrap();
+    let (m, t0) = monitor(2, config);
+    let mut events = m.subscribe();
+    let mut now = t0;
+    let mut eject = |now: Instant| -> (Duration, u32) {
+        fail(&m, 0, 5, now);
+        match events.try_recv().unwrap().kind {
+            HealthEventKind::Ejected { until, multiplier, .. } => (until - now, multiplier),
+            other => panic!("{other:?}"),
+        }
+    };
+    // Ejected again right after each ejection ends: 10, 20, 30, then the 35 s cap.
+    for (len, mult) in [(10, 1), (20, 2), (30, 3), (35, 4), (35, 4)] {
+        let (got, got_mult) = eject(now);
+        assert_eq!((got, got_mult), (len * S, mult));
+        now += got;
+    }
+    // 60 s of good behaviour take two steps off: 4 → 2, so the next ejection is 3 × 10 s.
+    now += 60 * S;
+    assert_eq!(eject(now), (30 * S, 3));
+    // Long good behaviour resets it completely.
+    now += 30 * S + 10 * 60 * S;
+    assert_eq!(eject(now), (10 * S, 1));
+    let status = m.status(id(0), now).unwrap();
+    assert_eq!(status.ejection_multiplier, 1);
+    assert_eq!(status.ejected_until, Some(now + 10 * S));
+}
+
+#[test]
+fn outcomes_while_ejected_do_not_extend_the_ejection() {
+    let (m, t0) = monitor(2, OutlierConfig::default());
+    fail(&m, 0, 5, t0);
+    // Late failures of calls that were in flight.
+    fail(&m, 0, 20, t0 + S);
+    assert_eq!(m.status(id(0), t0).unwrap().ejected_until, Some(t0 + 10 * S));
+    assert_eq!(eligible(&m, t0 + 10 * S), [0, 1]);
+    // Old failures were forgotten: 4 more do not eject again.
+    fail(&m, 0, 4, t0 + 10 * S);
+    assert_eq!(eligible(&m, t0 + 10 * S), [0, 1]);
+}
+
+#[test]
+fn max_ejection_percent_holds() {
+    // 50 % of 5 nodes: at most 2 ejected at once.
+    let (m, t0) = monitor(5, OutlierConfig::default());
+    for node in 0..5 {
+        fail(&m, node, 5, t0);
+    }
+    assert_eq!(m.ejected_count(), 2);
+    assert_eq!(eligible(&m, t0), [2, 3, 4]);
+    // Keep failing: still capped.
+    for node in 2..5 {
+        fail(&m, node, 10, t0 + S);
+    }
+    assert_eq!(eligible(&m, t0 + S), [2, 3, 4]);
+    // When the first ejections end, the next failing node may take a slot, without any
+    // select() call in between to reclaim the old ones.
+    let later = t0 + 10 * S;
+    fail(&m, 3, 5, later);
+    assert_eq!(m.ejected_count(), 1);
+    assert_eq!(eligible(&m, later), [0, 1, 2, 4]);
+}
+
+#[test]
+fn a_lone_node_is_never_ejected_and_zero_percent_disables() {
+    let (m, t0) = monitor(1, OutlierConfig::default());
+    fail(&m, 0, 50, t0);
+    assert_eq!(eligible(&m, t0), [0]);
+    let (m, t0) = monitor(4, OutlierConfig::builder().max_ejection_percent(0).build().unwrap());
+    fail(&m, 0, 50, t0);
+    assert_eq!(eligible(&m, t0), [0, 1, 2, 3]);
+    // With few nodes, one may still be ejected (Envoy's always_eject_one_host).
+    let (m, t0) = monitor(3, OutlierConfig::builder().max_ejection_percent(10).build().unwrap());
+    fail(&m, 0, 5, t0);
+    fail(&m, 1, 5, t0);
+    assert_eq!(eligible(&m, t0), [1, 2]);
+}
+
+#[test]
+fn retry_after_cooldown_ends_on_time_and_is_capped() {
+    let (m, t0) = monitor(3, OutlierConfig::default());
+    let mut events = m.subscribe();
+    m.record(id(0), Outcome::RateLimited { retry_after: Some(7 * S) }, t0);
+    assert_eq!(events.try_recv().unwrap().kind, HealthEventKind::CooldownStarted { until: t0 + 7 * S });
+    assert_eq!(eligible(&m, t0 + 7 * S - MS), [1, 2]);
+    assert_eq!(eligible(&m, t0 + 7 * S), [0, 1, 2]);
+    // A provider asking for a day is capped at 60 s.
+    m.record(id(1), Outcome::RateLimited { retry_after: Some(86_400 * S) }, t0);
+    assert_eq!(m.status(id(1), t0).unwrap().cooldown_until, Some(t0 + 60 * S));
+    assert_eq!(eligible(&m, t0 + 60 * S), [0, 1, 2]);
+    // 503 with Retry-After cools down too; a shorter later one never shortens it.
+    m.record(id(2), Outcome::ServerError { status: 503, retry_after: Some(5 * S) }, t0);
+    m.record(id(2), Outcome::ServerError { status: 503, retry_after: Some(S) }, t0);
+    assert_eq!(m.status(id(2), t0).unwrap().cooldown_until, Some(t0 + 5 * S));
+    // Retry-After on other 5xx is not a cooldown.
+    let (m, t0) = monitor(2, OutlierConfig::default());
+    m.record(id(0), Outcome::ServerError { status: 500, retry_after: Some(5 * S) }, t0);
+    assert_eq!(eligible(&m, t0), [0, 1]);
+}
+
+#[test]
+fn rate_limits_never_eject() {
+    let (m, t0) = monitor(2, OutlierConfig::default());
+    for _ in 0..50 {
+        m.record(id(0), Outcome::RateLimited { retry_after: None }, t0);
+    }
+    assert_eq!(eligible(&m, t0), [0, 1]);
+    assert_eq!(m.ejected_count(), 0);
+}
+
+#[test]
+fn slow_start_follows_an_ejection() {
+    let (m, t0) = monitor(2, OutlierConfig::default());
+    fail(&m, 0, 5, t0);
+    let metrics = m.snapshot().node(id(0)).metrics();
+    let back = t0 + 10 * S;
+    assert!((metrics.weight_factor(back) - 0.10).abs() < 1e-9);
+    assert!((metrics.weight_factor(back + 15 * S) - 0.55).abs() < 1e-9);
+    assert_eq!(metrics.weight_factor(back + 30 * S), 1.0);
+}
+
+#[test]
+fn panic_mode_offers_the_least_bad_nodes() {
+    let (m, t0) = monitor(4, OutlierConfig::builder().max_ejection_percent(100).build().unwrap());
+    let nodes = m.snapshot().nodes();
+    let mut out = vec![id(99)];
+    // Node 0 ejected only, node 1 unhealthy only, node 2 both, node 3 drained.
+    fail(&m, 0, 5, t0);
+    nodes[1].metrics().set_health(HealthState::Unhealthy);
+    nodes[2].metrics().set_health(HealthState::Unhealthy);
+    fail(&m, 2, 5, t0);
+    nodes[3].metrics().set_admin(AdminState::Drained);
+    assert_eq!(m.select(t0, |_| false, &mut out), Selection::Panic);
+    assert_eq!(out, [id(0)]);
+    // Skipping node 0 leaves the unhealthy-only one.
+    assert_eq!(m.select(t0, |n| n == id(0), &mut out), Selection::Panic);
+    assert_eq!(out, [id(1)]);
+    assert_eq!(m.select(t0, |n| n.index() < 2, &mut out), Selection::Panic);
+    assert_eq!(out, [id(2)]);
+    // Nothing left but the drained node: unavailable, with no known end.
+    assert_eq!(m.select(t0, |n| n.index() < 3, &mut out), Selection::Unavailable { retry_at: None });
+    assert!(out.is_empty());
+}
+
+#[test]
+fn cooldowns_are_not_offered_in_panic_mode() {
+    let (m, t0) = monitor(3, OutlierConfig::default());
+    let mut out = Vec::new();
+    m.record(id(0), Outcome::RateLimited { retry_after: Some(8 * S) }, t0);
+    m.record(id(1), Outcome::RateLimited { retry_after: Some(3 * S) }, t0);
+    m.snapshot().node(id(2)).metrics().set_health(HealthState::Unhealthy);
+    assert_eq!(m.select(t0, |_| false, &mut out), Selection::Panic);
+    assert_eq!(out, [id(2)]);
+    assert_eq!(m.select(t0, |n| n == id(2), &mut out), Selection::Unavailable { retry_at: Some(t0 + 3 * S) });
+    // Node 1's cooldown is over: it is eligible again.
+    assert_eq!(m.select(t0 + 3 * S, |n| n == id(2), &mut out), Selection::Eligible);
+    assert_eq!(out, [id(1)]);
+}
+
+#[test]
+fn select_skips_and_reuses_the_buffer() {
+    let (m, t0) = monitor(3, OutlierConfig::default());
+    let mut out = Vec::with_capacity(3);
+    assert_eq!(m.select(t0, |n| n == id(1), &mut out), Selection::Eligible);
+    assert_eq!(out, [id(0), id(2)]);
+    assert_eq!(m.select(t0, |_| true, &mut out), Selection::Unavailable { retry_at: None });
+    assert!(out.is_empty());
+}
+
+#[test]
+fn monitor_is_cheap_to_clone_and_thread_safe() {
+    fn assert_send_sync<T: Send + Sync + Clone + 'static>() {}
+    assert_send_sync::<HealthMonitor>();
+    let (m, t0) = monitor(4, OutlierConfig::default());
+    let threads: Vec<_> = (0..2)
+        .map(|t| {
+            let m = m.clone();
+            std::thread::spawn(move || {
+                for i in 0..1000u32 {
+                    m.record(id((i + t) % 4), Outcome::Success { latency: MS }, t0);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let total: u64 = m.snapshot().nodes().iter().map(|n| n.metrics().successes()).sum();
+    assert_eq!(total, 2000);
+    assert!(format!("{m:?}").contains("HealthMonitor"));
+}
