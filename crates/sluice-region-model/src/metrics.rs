@@ -107,7 +107,7 @@ impl NodeMetrics {
     }
 
     fn nanos(&self, t: Instant) -> u64 {
-        u64::try_from(t.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+        nanos_since(self.epoch, t)
     }
 
     fn instant(&self, nanos: u64) -> Instant {
@@ -161,7 +161,7 @@ impl NodeMetrics {
         let _lock = self.estimate_lock.lock();
         let last = self.updated_at.load(Ordering::Relaxed);
         let elapsed = now_ns.saturating_sub(last) as f64;
-        let decay = (-elapsed / self.decay_ns).exp();
+        let decay = exp_neg(elapsed / self.decay_ns);
         // Decay the stored estimate over the elapsed time (an implicit zero sample), then
         // blend a real sample in with the weight that interval carries, or take it as a peak.
         let decayed = f64::from_bits(self.latency_bits.load(Ordering::Relaxed)) * decay;
@@ -209,12 +209,19 @@ impl NodeMetrics {
     /// This is the pick-path accessor: a few atomic loads and at most one `exp`.
     #[inline]
     pub fn latency_estimate_ns(&self, now: Instant) -> Option<f64> {
+        self.latency_estimate_ns_at(self.nanos(now))
+    }
+
+    /// [`latency_estimate_ns`](Self::latency_estimate_ns) with `now` given as nanoseconds since
+    /// the epoch ([`Snapshot::nanos_since_epoch`](crate::Snapshot::nanos_since_epoch)), which a
+    /// pick converts once for all nodes.
+    #[inline]
+    pub fn latency_estimate_ns_at(&self, now_ns: u64) -> Option<f64> {
         let est = f64::from_bits(self.latency_bits.load(Ordering::Relaxed));
         if est.is_nan() {
             return None;
         }
-        let d = self.decay_factor(self.nanos(now), self.updated_at.load(Ordering::Relaxed));
-        Some(est * d)
+        Some(est * self.decay_factor(now_ns, self.updated_at.load(Ordering::Relaxed)))
     }
 
     /// [`latency_estimate_ns`](Self::latency_estimate_ns) as a `Duration`.
@@ -236,9 +243,15 @@ impl NodeMetrics {
     /// strategies that need both.
     #[inline]
     pub fn latency_and_error(&self, now: Instant) -> (Option<f64>, f64) {
+        self.latency_and_error_at(self.nanos(now))
+    }
+
+    /// [`latency_and_error`](Self::latency_and_error) with `now` as nanoseconds since the epoch.
+    #[inline]
+    pub fn latency_and_error_at(&self, now_ns: u64) -> (Option<f64>, f64) {
         let est = f64::from_bits(self.latency_bits.load(Ordering::Relaxed));
         let err = f64::from_bits(self.error_bits.load(Ordering::Relaxed));
-        let d = self.decay_factor(self.nanos(now), self.updated_at.load(Ordering::Relaxed));
+        let d = self.decay_factor(now_ns, self.updated_at.load(Ordering::Relaxed));
         ((!est.is_nan()).then_some(est * d), err * d)
     }
 
@@ -349,18 +362,63 @@ impl NodeMetrics {
     /// aggression of 1.0 gives the same curve.
     #[inline]
     pub fn weight_factor(&self, now: Instant) -> f64 {
+        if self.slow_start_from.load(Ordering::Relaxed) == 0 {
+            return 1.0;
+        }
+        self.weight_factor_at(self.nanos(now))
+    }
+
+    /// [`weight_factor`](Self::weight_factor) with `now` as nanoseconds since the epoch.
+    #[inline]
+    pub fn weight_factor_at(&self, now_ns: u64) -> f64 {
         let from = self.slow_start_from.load(Ordering::Relaxed);
         if from == 0 {
             return 1.0;
         }
         let window = self.slow_start_window_ns.load(Ordering::Relaxed);
-        let elapsed = self.nanos(now).saturating_sub(from - 1);
+        let elapsed = now_ns.saturating_sub(from - 1);
         if elapsed >= window {
             return 1.0;
         }
         let floor = f64::from_bits(self.slow_start_floor_bits.load(Ordering::Relaxed));
         floor + (1.0 - floor) * (elapsed as f64 / window as f64)
     }
+}
+
+/// Nanoseconds from `epoch` to `t`, 0 if `t` is earlier, saturating at `u64::MAX`.
+#[inline]
+pub(crate) fn nanos_since(epoch: Instant, t: Instant) -> u64 {
+    let d = t.saturating_duration_since(epoch);
+    d.as_secs().saturating_mul(1_000_000_000).saturating_add(u64::from(d.subsec_nanos()))
+}
+
+/// `e^(-x)` for `x ≥ 0`, to about 1e-7 relative error, without a libm call.
+///
+/// Splits `e^(-x) = 2^k · 2^f` with integer `k` and `f ∈ [0, 1)`, and evaluates `2^f` with a
+/// degree-8 Taylor series of `e^(f·ln 2)`. The read path of every strategy that decays
+/// estimates runs this once per node, so it matters at hundreds of nodes.
+#[inline]
+pub(crate) fn exp_neg(x: f64) -> f64 {
+    if x.is_nan() || x > 700.0 {
+        return 0.0;
+    }
+    if x <= 0.0 {
+        return 1.0;
+    }
+    let y = -x * std::f64::consts::LOG2_E;
+    let mut k = y as i64; // truncates towards zero: ceil for negative y
+    if (k as f64) > y {
+        k -= 1;
+    }
+    let t = (y - k as f64) * std::f64::consts::LN_2;
+    let p = 1.0
+        + t * (1.0
+            + t * (1.0 / 2.0
+                + t * (1.0 / 6.0
+                    + t * (1.0 / 24.0
+                        + t * (1.0 / 120.0 + t * (1.0 / 720.0 + t * (1.0 / 5040.0 + t * (1.0 / 40320.0))))))));
+    // k ≥ -1010 here since x ≤ 700, so 2^k is a normal number.
+    p * f64::from_bits(((k + 1023) as u64) << 52)
 }
 
 impl fmt::Debug for NodeMetrics {
@@ -387,6 +445,21 @@ mod tests {
     }
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn exp_neg_matches_std() {
+        let mut x = 0.0;
+        while x < 700.0 {
+            let (fast, exact) = (exp_neg(x), (-x).exp());
+            assert!((fast - exact).abs() <= exact * 1e-6 + 1e-300, "x={x}: {fast} vs {exact}");
+            x = x * 1.01 + 1e-4;
+        }
+        assert_eq!(exp_neg(0.0), 1.0);
+        assert_eq!(exp_neg(-1.0), 1.0);
+        assert_eq!(exp_neg(1e6), 0.0);
+        assert_eq!(exp_neg(f64::NAN), 0.0);
+        assert_eq!(exp_neg(f64::INFINITY), 0.0);
+    }
 
     #[test]
     fn guard_counts_in_flight() {

@@ -99,6 +99,13 @@ impl Snapshot {
         self.epoch
     }
 
+    /// `now` as nanoseconds since [`epoch`](Self::epoch) (0 before it): the form the `*_at`
+    /// accessors of `NodeMetrics` take, so a pick converts the time once for every node.
+    #[inline]
+    pub fn nanos_since_epoch(&self, now: Instant) -> u64 {
+        crate::metrics::nanos_since(self.epoch, now)
+    }
+
     /// A number unique to this snapshot within the process.
     ///
     /// Strategies that precompute tables per membership key their cache on it.
