@@ -1,1 +1,39 @@
-//! sluice-client (work in progress).
+#![doc = include_str!("../README.md")]
+#![doc(test(attr(deny(warnings))))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod budget;
+mod builder;
+mod client;
+mod config;
+mod error;
+mod latency;
+mod meta;
+mod rescue;
+mod retry_after;
+mod stream;
+mod types;
+
+#[doc(inline)]
+pub use self::{
+    budget::RetryBudget,
+    builder::ClientBuilder,
+    client::{CallOptions, Client},
+    config::{
+        DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FIRST_CHUNK_TIMEOUT, DEFAULT_MAX_ATTEMPTS,
+        DEFAULT_RETRY_AFTER_CAP, DEFAULT_RETRY_BUDGET_TTL, DEFAULT_RETRY_MIN_PER_SEC, DEFAULT_RETRY_RATIO,
+        DEFAULT_TOTAL_TIMEOUT, FailoverPolicy, HedgePolicy, Timeouts,
+    },
+    error::{BuildError, Error, ErrorKind},
+    meta::{AttemptFailure, FailedAttempt, Response, ResponseMeta},
+    retry_after::parse_retry_after,
+    stream::{ChatStream, RawBody, RawRequest, RawResponse},
+    types::{
+        ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage, Choice, ChunkChoice, Delta, Model,
+        ModelList,
+    },
+};
+
+pub use sluice_balancer::{Strategy, StrategyKind};
+pub use sluice_health::{OutlierConfig, Probe, ProbeConfig};
+pub use sluice_region_model::{ApiKey, GeoPoint, Region};

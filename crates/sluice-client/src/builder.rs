@@ -1,0 +1,248 @@
+//! Building a client.
+
+use std::{
+    fmt,
+    sync::{Arc, atomic::AtomicU64},
+    time::Duration,
+};
+
+use parking_lot::Mutex;
+use sluice_balancer::{Adaptive, Caller, Strategy};
+use sluice_health::{HealthMonitor, HttpProbe, OutlierConfig, Probe, ProbeConfig};
+use sluice_region_model::{ApiKey, GeoPoint, Region, Snapshot};
+
+use crate::{
+    BuildError, Client, FailoverPolicy, HedgePolicy, Timeouts,
+    budget::RetryBudget,
+    client::Inner,
+    latency::LatencyHistogram,
+    rescue::{RescueHub, now},
+};
+
+/// Configures a [`Client`]. Every setting is checked by [`build`](Self::build).
+///
+/// Defaults: the [`Adaptive`] strategy; active probing with `sluice-health`'s `HttpProbe`
+/// and default [`ProbeConfig`]; default [`OutlierConfig`]; [`FailoverPolicy::default`]
+/// (3 attempts, 20 % retry budget plus 10/s, rescue on, no hedging); [`Timeouts::default`].
+pub struct ClientBuilder {
+    regions: Vec<Region>,
+    strategy: Option<Box<dyn Strategy>>,
+    api_key: Option<ApiKey>,
+    probe: Option<Arc<dyn Probe>>,
+    probe_config: ProbeConfig,
+    probing: bool,
+    outlier: OutlierConfig,
+    policy: FailoverPolicy,
+    timeouts: Timeouts,
+    default_caller: Option<GeoPoint>,
+    seed: Option<u64>,
+}
+
+// ===== impl ClientBuilder =====
+
+impl ClientBuilder {
+    pub(crate) fn new() -> Self {
+        Self {
+            regions: Vec::new(),
+            strategy: None,
+            api_key: None,
+            probe: None,
+            probe_config: ProbeConfig::default(),
+            probing: true,
+            outlier: OutlierConfig::default(),
+            policy: FailoverPolicy::default(),
+            timeouts: Timeouts::default(),
+            default_caller: None,
+            seed: None,
+        }
+    }
+
+    /// Adds one region.
+    pub fn region(mut self, region: Region) -> Self {
+        self.regions.push(region);
+        self
+    }
+
+    /// Adds regions.
+    pub fn regions(mut self, regions: impl IntoIterator<Item = Region>) -> Self {
+        self.regions.extend(regions);
+        self
+    }
+
+    /// The balancing strategy. Default: [`Adaptive`].
+    pub fn strategy(mut self, strategy: Box<dyn Strategy>) -> Self {
+        self.strategy = Some(strategy);
+        self
+    }
+
+    /// The API key for regions that have none of their own.
+    pub fn api_key(mut self, key: impl Into<ApiKey>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    /// The active probe. Default: `HttpProbe` (`GET {endpoint}/models`, no tokens spent).
+    pub fn probe(mut self, probe: Arc<dyn Probe>) -> Self {
+        self.probe = Some(probe);
+        self
+    }
+
+    /// Active-probe settings.
+    pub fn probe_config(mut self, config: ProbeConfig) -> Self {
+        self.probe_config = config;
+        self
+    }
+
+    /// Turns active probing off (passive outlier detection still runs).
+    pub fn active_probing(mut self, on: bool) -> Self {
+        self.probing = on;
+        self
+    }
+
+    /// Passive outlier-detection settings.
+    pub fn outlier_config(mut self, config: OutlierConfig) -> Self {
+        self.outlier = config;
+        self
+    }
+
+    /// The failover policy.
+    pub fn failover(mut self, policy: FailoverPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Timeouts.
+    pub fn timeouts(mut self, timeouts: Timeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// The caller location used when a call brings none.
+    pub fn default_caller(mut self, location: GeoPoint) -> Self {
+        self.default_caller = Some(location);
+        self
+    }
+
+    /// Seeds the randomness handed to the strategy, for reproducible runs.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// Validates everything and starts the client's background tasks (the prober and the
+    /// rescue watcher) on the current Tokio runtime.
+    ///
+    /// # Errors
+    /// Invalid regions, out-of-range settings, no Tokio runtime, or an HTTP client that cannot
+    /// be created.
+    pub fn build(self) -> Result<Client, BuildError> {
+        let p = &self.policy;
+        let t = &self.timeouts;
+        check(p.max_attempts >= 1, "max_attempts", "at least 1")?;
+        check(p.retry_ratio.is_finite() && p.retry_ratio >= 0.0, "retry_ratio", "finite and >= 0")?;
+        check(!p.retry_budget_ttl.is_zero(), "retry_budget_ttl", "greater than zero")?;
+        for (name, d) in
+            [("connect", t.connect), ("attempt", t.attempt), ("first_chunk", t.first_chunk), ("total", t.total)]
+        {
+            check(!d.is_zero(), name, "a timeout greater than zero")?;
+        }
+        match p.hedge {
+            Some(HedgePolicy::Fixed(d)) => check(!d.is_zero(), "hedge delay", "greater than zero")?,
+            Some(HedgePolicy::Percentile { percentile, fallback }) => {
+                check(percentile > 0.0 && percentile <= 100.0, "hedge percentile", "in (0, 100]")?;
+                check(!fallback.is_zero(), "hedge fallback delay", "greater than zero")?;
+            }
+            None => {}
+        }
+        if let Some(c) = self.default_caller {
+            check(c.is_valid(), "default caller location", "a valid latitude and longitude")?;
+        }
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+
+        let epoch = now();
+        let snapshot = Arc::new(Snapshot::builder().epoch(epoch).build(self.regions)?);
+        let mut distinct: Vec<Option<String>> = Vec::new();
+        let keys = snapshot
+            .nodes()
+            .iter()
+            .map(|n| {
+                let key = n.region().api_key().or(self.api_key.as_ref()).cloned();
+                // Ids only compare keys; they never reveal them.
+                let text = key.as_ref().map(|k| k.expose_secret().to_owned());
+                let id = distinct.iter().position(|k| *k == text).unwrap_or_else(|| {
+                    distinct.push(text);
+                    distinct.len() - 1
+                });
+                (key, id as u32)
+            })
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
+        drop(distinct);
+        let regions = snapshot.nodes().iter().map(|n| Arc::from(n.region().id())).collect();
+        let health = HealthMonitor::new(Arc::clone(&snapshot), self.outlier);
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(self.timeouts.connect)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .use_rustls_tls()
+            .build()
+            .map_err(|e| BuildError::Http(e.into()))?;
+        let prober = if self.probing {
+            let probe: Arc<dyn Probe> = match self.probe {
+                Some(p) => p,
+                None => {
+                    let mut b = HttpProbe::builder().timeout(self.probe_config.timeout());
+                    if let Some(k) = &self.api_key {
+                        b = b.default_api_key(k.clone());
+                    }
+                    Arc::new(b.build()?)
+                }
+            };
+            let _enter = runtime.enter();
+            Some(health.spawn_prober(probe, self.probe_config))
+        } else {
+            None
+        };
+        let rescue = RescueHub::new(snapshot.len());
+        runtime.spawn(Arc::clone(&rescue).listen(health.subscribe()));
+        let seed = self.seed.unwrap_or_else(|| {
+            use std::hash::{BuildHasher, RandomState};
+            RandomState::new().hash_one(epoch)
+        });
+        let inner = Inner {
+            budget: RetryBudget::new(p.retry_budget_ttl, p.retry_min_per_sec, p.retry_ratio, epoch),
+            snapshot,
+            regions,
+            health,
+            strategy: self.strategy.unwrap_or_else(|| Box::new(Adaptive::new())),
+            http,
+            keys,
+            policy: self.policy,
+            timeouts: self.timeouts,
+            rescue,
+            latencies: LatencyHistogram::new(),
+            entropy: AtomicU64::new(seed),
+            default_caller: self.default_caller.map(Caller::new),
+            prober: Mutex::new(prober),
+        };
+        Ok(Client::from_inner(Arc::new(inner)))
+    }
+}
+
+fn check(ok: bool, setting: &'static str, expected: &'static str) -> Result<(), BuildError> {
+    if ok { Ok(()) } else { Err(BuildError::Setting { setting, expected }) }
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("regions", &self.regions)
+            .field("strategy", &self.strategy)
+            .field("api_key", &self.api_key)
+            .field("probing", &self.probing)
+            .field("policy", &self.policy)
+            .field("timeouts", &self.timeouts)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,700 @@
+//! The client and its failover loop.
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use bytes::Bytes;
+use futures_util::{StreamExt, stream::FuturesUnordered};
+use http::{HeaderMap, HeaderValue, Method, header};
+use parking_lot::Mutex;
+use sluice_balancer::{Caller, PickView, Strategy};
+use sluice_health::{HealthMonitor, Outcome, ProberHandle, Selection};
+use sluice_region_model::{ApiKey, GeoPoint, InFlightGuard, NodeId, Snapshot};
+use url::Url;
+
+use crate::{
+    AttemptFailure, ChatCompletion, ChatCompletionRequest, ChatStream, ClientBuilder, Error, ErrorKind, FailedAttempt,
+    FailoverPolicy, HedgePolicy, ModelList, RawBody, RawRequest, RawResponse, Response, ResponseMeta, Timeouts,
+    budget::RetryBudget,
+    latency::LatencyHistogram,
+    rescue::{RescueHub, now},
+    retry_after::parse_retry_after,
+    stream::{EventStream, first_event},
+};
+
+/// Largest error body kept from an upstream answer.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Routes OpenAI-compatible calls across regions and fails over between them.
+///
+/// Cheap to clone (one `Arc`); share it across tasks. Dropping the last clone stops its
+/// health probes.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) snapshot: Arc<Snapshot>,
+    pub(crate) regions: Box<[Arc<str>]>,
+    pub(crate) health: HealthMonitor,
+    pub(crate) strategy: Box<dyn Strategy>,
+    pub(crate) http: reqwest::Client,
+    /// Per node: the key sent, and a small id that is equal for equal keys.
+    pub(crate) keys: Box<[(Option<ApiKey>, u32)]>,
+    pub(crate) policy: FailoverPolicy,
+    pub(crate) timeouts: Timeouts,
+    pub(crate) budget: RetryBudget,
+    pub(crate) rescue: Arc<RescueHub>,
+    pub(crate) latencies: LatencyHistogram,
+    pub(crate) entropy: AtomicU64,
+    pub(crate) default_caller: Option<Caller>,
+    pub(crate) prober: Mutex<Option<ProberHandle>>,
+}
+
+/// Per-call options: a preferred region, the caller's location, a deadline.
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    preferred: Option<String>,
+    caller: Option<GeoPoint>,
+    timeout: Option<Duration>,
+}
+
+// ===== impl CallOptions =====
+
+impl CallOptions {
+    /// No preference, the client's default location, the client's total timeout.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sends the call to this region (by id) while it is eligible; otherwise the strategy
+    /// chooses as usual.
+    pub fn prefer_region(mut self, region: impl Into<String>) -> Self {
+        self.preferred = Some(region.into());
+        self
+    }
+
+    /// The caller's location, for geo-aware strategies.
+    pub fn caller(mut self, location: GeoPoint) -> Self {
+        self.caller = Some(location);
+        self
+    }
+
+    /// A deadline for the whole call, measured from its start; the client's total timeout
+    /// still applies if shorter.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+/// What an attempt produced, before the driver decides what to do with it.
+pub(crate) enum AttemptError {
+    Connect(reqwest::Error),
+    Timeout,
+    Status { status: u16, retry_after: Option<Duration>, body: Bytes },
+    FirstChunk(Option<Box<dyn std::error::Error + Send + Sync>>),
+    Invalid(Box<dyn std::error::Error + Send + Sync>),
+    Rescued,
+}
+
+/// Everything one attempt needs.
+pub(crate) struct Attempt {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) node: NodeId,
+    pub(crate) guard: InFlightGuard,
+    pub(crate) deadline: tokio::time::Instant,
+}
+
+type AttemptFuture<T> = Pin<Box<dyn Future<Output = (NodeId, Instant, Result<T, AttemptError>)> + Send>>;
+
+enum Disposition {
+    Retry,
+    Credentials,
+    Fatal,
+}
+
+// ===== impl Client =====
+
+impl Client {
+    /// Starts configuring a client.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::new()
+    }
+
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
+        Self { inner }
+    }
+
+    /// The regions, as validated.
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.inner.snapshot
+    }
+
+    /// The health monitor: status, events, passive state.
+    pub fn health(&self) -> &HealthMonitor {
+        &self.inner.health
+    }
+
+    /// The strategy's name.
+    pub fn strategy_name(&self) -> &'static str {
+        self.inner.strategy.name()
+    }
+
+    /// Retries the budget would grant right now.
+    pub fn retry_budget_available(&self) -> u64 {
+        self.inner.budget.available(now())
+    }
+
+    /// Stops the active prober and waits for its tasks to end. Calls keep working on
+    /// passive health alone.
+    pub async fn shutdown_probing(&self) {
+        let handle = self.inner.prober.lock().take();
+        if let Some(h) = handle {
+            h.shutdown().await;
+        }
+    }
+
+    /// `POST /chat/completions`, non-streaming.
+    pub async fn chat_completions(&self, request: ChatCompletionRequest) -> Result<Response<ChatCompletion>, Error> {
+        self.chat_completions_with(request, &CallOptions::new()).await
+    }
+
+    /// `POST /chat/completions`, non-streaming, with per-call options.
+    pub async fn chat_completions_with(
+        &self,
+        mut request: ChatCompletionRequest,
+        options: &CallOptions,
+    ) -> Result<Response<ChatCompletion>, Error> {
+        request.stream = None;
+        let body = Bytes::from(
+            serde_json::to_vec(&request).map_err(|e| Error::new(ErrorKind::InvalidRequest).with_source(e))?,
+        );
+        let hedge = self.inner.policy.hedge;
+        self.inner
+            .run(options, hedge, move |a| {
+                let body = body.clone();
+                Box::pin(async move {
+                    let resp = a.send(Method::POST, "chat/completions", HeaderMap::new(), body, false).await?;
+                    let bytes = resp.bytes().await.map_err(AttemptError::Connect)?;
+                    let parsed: ChatCompletion =
+                        serde_json::from_slice(&bytes).map_err(|e| AttemptError::Invalid(e.into()))?;
+                    drop(a.guard);
+                    Ok(parsed)
+                })
+            })
+            .await
+    }
+
+    /// `POST /chat/completions` with `stream: true`: a stream of typed chunks.
+    ///
+    /// Failover applies until the first chunk arrives (connect errors, error statuses, and a
+    /// first chunk slower than the first-chunk timeout). From the first chunk on, the call is
+    /// committed: a stream cut later yields an [`ErrorKind::StreamInterrupted`] item and is
+    /// reported to health; it never ends as if complete. `[DONE]` ends it cleanly.
+    pub async fn chat_completions_stream(&self, request: ChatCompletionRequest) -> Result<ChatStream, Error> {
+        self.chat_completions_stream_with(request, &CallOptions::new()).await
+    }
+
+    /// [`chat_completions_stream`](Self::chat_completions_stream) with per-call options.
+    pub async fn chat_completions_stream_with(
+        &self,
+        mut request: ChatCompletionRequest,
+        options: &CallOptions,
+    ) -> Result<ChatStream, Error> {
+        request.stream = Some(true);
+        let body = Bytes::from(
+            serde_json::to_vec(&request).map_err(|e| Error::new(ErrorKind::InvalidRequest).with_source(e))?,
+        );
+        let response = self
+            .inner
+            .run(options, None, move |a| {
+                let body = body.clone();
+                Box::pin(async move {
+                    let mut headers = HeaderMap::new();
+                    headers.insert(header::ACCEPT, HeaderValue::from_static("text/event-stream"));
+                    let resp = a.send(Method::POST, "chat/completions", headers, body, true).await?;
+                    let mut events = EventStream::new(resp);
+                    let first = first_event(&mut events, a.inner.timeouts.first_chunk).await?;
+                    Ok((events, first, a.guard, a.deadline))
+                })
+            })
+            .await?;
+        let ((events, first, guard, deadline), meta) = response.into_parts();
+        Ok(ChatStream::new(Arc::clone(&self.inner), meta, events, first, guard, deadline))
+    }
+
+    /// `GET /models`.
+    pub async fn models(&self) -> Result<Response<ModelList>, Error> {
+        self.models_with(&CallOptions::new()).await
+    }
+
+    /// `GET /models` with per-call options.
+    pub async fn models_with(&self, options: &CallOptions) -> Result<Response<ModelList>, Error> {
+        self.inner
+            .run(options, self.inner.policy.hedge, |a| {
+                Box::pin(async move {
+                    let resp = a.send(Method::GET, "models", HeaderMap::new(), Bytes::new(), false).await?;
+                    let bytes = resp.bytes().await.map_err(AttemptError::Connect)?;
+                    let parsed: ModelList =
+                        serde_json::from_slice(&bytes).map_err(|e| AttemptError::Invalid(e.into()))?;
+                    drop(a.guard);
+                    Ok(parsed)
+                })
+            })
+            .await
+    }
+
+    /// Any call, bytes unchanged: for proxies.
+    ///
+    /// `request.path` is relative to each region's endpoint (`chat/completions` against
+    /// `https://host/v1` reaches `https://host/v1/chat/completions`). Hop-by-hop headers, `host`,
+    /// `content-length` and `authorization` are dropped; the region's key is sent instead.
+    /// Failover applies until the first body chunk arrives (within the first-chunk timeout);
+    /// from then on the body streams through. An error status that is not retried comes
+    /// back as an [`ErrorKind::Status`] carrying the upstream body.
+    pub async fn raw(&self, request: RawRequest, options: &CallOptions) -> Result<RawResponse, Error> {
+        let RawRequest { method, path, headers, body } = request;
+        let headers = Arc::new(sanitize_headers(headers));
+        let path: Arc<str> = Arc::from(path.trim_start_matches('/'));
+        let response = self
+            .inner
+            .run(options, None, move |a| {
+                let (method, path, headers, body) =
+                    (method.clone(), Arc::clone(&path), Arc::clone(&headers), body.clone());
+                Box::pin(async move {
+                    let resp = a.send(method, &path, (*headers).clone(), body, true).await?;
+                    let status = resp.status();
+                    let headers = resp.headers().clone();
+                    let mut body = RawBody::upstream(resp);
+                    let first = tokio::time::timeout(a.inner.timeouts.first_chunk, body.next_upstream())
+                        .await
+                        .map_err(|_| AttemptError::FirstChunk(None))?
+                        .map_err(|e| AttemptError::FirstChunk(Some(e)))?;
+                    Ok((status, headers, body, first, a.guard, a.deadline))
+                })
+            })
+            .await?;
+        let ((status, headers, body, first, guard, deadline), meta) = response.into_parts();
+        let body = body.commit(Arc::clone(&self.inner), meta.clone(), first, guard, deadline);
+        Ok(RawResponse { status, headers, body, meta })
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("regions", &self.inner.regions)
+            .field("strategy", &self.inner.strategy.name())
+            .field("policy", &self.inner.policy)
+            .field("timeouts", &self.inner.timeouts)
+            .finish_non_exhaustive()
+    }
+}
+
+fn sanitize_headers(mut headers: HeaderMap) -> HeaderMap {
+    for name in [
+        header::HOST,
+        header::CONTENT_LENGTH,
+        header::AUTHORIZATION,
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::TE,
+        header::TRAILER,
+        header::PROXY_AUTHORIZATION,
+        header::ACCEPT_ENCODING,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    headers
+}
+
+// ===== impl Attempt =====
+
+impl Attempt {
+    /// Sends the request and returns the answer if its status is a success.
+    ///
+    /// Until the answer's head arrives the attempt can be rescued.
+    pub(crate) async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        mut headers: HeaderMap,
+        body: Bytes,
+        json_body: bool,
+    ) -> Result<reqwest::Response, AttemptError> {
+        let inner = &*self.inner;
+        let node = inner.snapshot.node(self.node);
+        let url = join(node.endpoint(), path);
+        if let Some(key) = &inner.keys[self.node.index()].0 {
+            let mut value = HeaderValue::try_from(format!("Bearer {}", key.expose_secret()))
+                .map_err(|e| AttemptError::Invalid(Box::new(e)))?;
+            value.set_sensitive(true);
+            headers.insert(header::AUTHORIZATION, value);
+        }
+        if !body.is_empty() && (json_body || !headers.contains_key(header::CONTENT_TYPE)) {
+            headers.entry(header::CONTENT_TYPE).or_insert(HeaderValue::from_static("application/json"));
+        }
+        let request = inner.http.request(method, url).headers(headers).body(body).send();
+        let rescued = async {
+            if inner.policy.rescue {
+                inner.rescue.rescued(self.node, node.metrics(), &inner.budget).await
+            } else {
+                std::future::pending().await
+            }
+        };
+        let response = tokio::select! {
+            r = request => r.map_err(|e| if e.is_timeout() { AttemptError::Timeout } else { AttemptError::Connect(e) })?,
+            () = rescued => return Err(AttemptError::Rescued),
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let retry_after = parse_retry_after(response.headers(), SystemTime::now(), inner.policy.retry_after_cap);
+        let body = read_limited(response).await;
+        Err(AttemptError::Status { status: status.as_u16(), retry_after, body })
+    }
+}
+
+async fn read_limited(mut response: reqwest::Response) -> Bytes {
+    let mut buf = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = MAX_ERROR_BODY.saturating_sub(buf.len());
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if room <= chunk.len() {
+            break;
+        }
+    }
+    Bytes::from(buf)
+}
+
+fn join(base: &Url, path: &str) -> Url {
+    let mut url = base.clone();
+    let joined = format!("{}/{}", base.path().trim_end_matches('/'), path.trim_start_matches('/'));
+    let (p, q) = joined.split_once('?').map_or((joined.as_str(), None), |(p, q)| (p, Some(q)));
+    url.set_path(p);
+    url.set_query(q);
+    url
+}
+
+// ===== impl Inner =====
+
+/// State of one call across its attempts.
+struct CallState {
+    tried: Vec<NodeId>,
+    rejected_keys: Vec<u32>,
+    failed: Vec<FailedAttempt>,
+    attempts: u32,
+    rescues: u32,
+    hedged: bool,
+    first_node: Option<NodeId>,
+    last_error: Option<Error>,
+}
+
+impl Inner {
+    fn entropy(&self) -> u64 {
+        self.entropy.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+    }
+
+    /// Chooses the node for the next attempt.
+    fn choose(
+        &self,
+        state: &CallState,
+        preferred: Option<NodeId>,
+        caller: Option<Caller>,
+        at: Instant,
+    ) -> Result<NodeId, Option<Instant>> {
+        let mut candidates = Vec::with_capacity(self.snapshot.len());
+        let skip = |id: NodeId| state.tried.contains(&id) || state.rejected_keys.contains(&self.keys[id.index()].1);
+        let selection = self.health.select(at, skip, &mut candidates);
+        if let Selection::Unavailable { retry_at } = selection {
+            return Err(retry_at);
+        }
+        if matches!(selection, Selection::Eligible)
+            && let Some(p) = preferred
+            && candidates.contains(&p)
+        {
+            return Ok(p);
+        }
+        let view = PickView::new(&self.snapshot, &candidates, at, self.entropy()).with_caller_opt(caller);
+        self.strategy.pick(&view).ok_or(None)
+    }
+
+    fn start<T, F>(self: &Arc<Self>, node: NodeId, deadline: tokio::time::Instant, attempt: &F) -> AttemptFuture<T>
+    where
+        F: Fn(Attempt) -> Pin<Box<dyn Future<Output = Result<T, AttemptError>> + Send>>,
+        T: Send + 'static,
+    {
+        let guard = self.snapshot.node(node).metrics().start_request();
+        let started = now();
+        let fut = attempt(Attempt { inner: Arc::clone(self), node, guard, deadline });
+        let limit = self.timeouts.attempt;
+        Box::pin(async move {
+            let result = match tokio::time::timeout(limit, fut).await {
+                Ok(r) => r,
+                Err(_) => Err(AttemptError::Timeout),
+            };
+            (node, started, result)
+        })
+    }
+
+    /// Feeds an attempt's outcome to passive health.
+    fn record(&self, node: NodeId, started: Instant, result: Result<(), &AttemptError>) {
+        let at = now();
+        let outcome = match result {
+            Ok(()) => {
+                let latency = at.saturating_duration_since(started);
+                self.latencies.record(latency);
+                Outcome::Success { latency }
+            }
+            Err(AttemptError::Connect(_)) => Outcome::ConnectError,
+            Err(AttemptError::Timeout | AttemptError::FirstChunk(_)) => Outcome::Timeout,
+            Err(AttemptError::Invalid(_)) => Outcome::ServerError { status: 502, retry_after: None },
+            Err(AttemptError::Status { status: 429, retry_after, .. }) => {
+                Outcome::RateLimited { retry_after: *retry_after }
+            }
+            Err(AttemptError::Status { status, retry_after, .. }) if *status >= 500 => {
+                Outcome::ServerError { status: *status, retry_after: *retry_after }
+            }
+            Err(AttemptError::Status { status: status @ (401 | 403), .. }) => {
+                tracing::error!(region = %self.regions[node.index()], status, "region rejected the api key");
+                return;
+            }
+            // Client errors say nothing about the region; a rescue was already judged.
+            Err(AttemptError::Status { .. } | AttemptError::Rescued) => return,
+        };
+        self.health.record(node, outcome, at);
+    }
+
+    fn hedge_delay(&self) -> Option<Duration> {
+        match self.policy.hedge? {
+            HedgePolicy::Fixed(d) => Some(d),
+            HedgePolicy::Percentile { percentile, fallback } => {
+                Some(self.latencies.percentile(percentile, 20).unwrap_or(fallback))
+            }
+        }
+    }
+
+    /// The failover loop shared by every call.
+    pub(crate) async fn run<T, F>(
+        self: &Arc<Self>,
+        options: &CallOptions,
+        hedge: Option<HedgePolicy>,
+        attempt: F,
+    ) -> Result<Response<T>, Error>
+    where
+        F: Fn(Attempt) -> Pin<Box<dyn Future<Output = Result<T, AttemptError>> + Send>>,
+        T: Send + 'static,
+    {
+        let start = now();
+        let start_tokio = tokio::time::Instant::now();
+        let total = options.timeout.map_or(self.timeouts.total, |t| t.min(self.timeouts.total));
+        let deadline = start_tokio + total;
+        let preferred = match &options.preferred {
+            Some(id) => Some(self.snapshot.find(id).ok_or_else(|| {
+                Error::new(ErrorKind::UnknownRegion { region: id.clone(), known: self.regions.join(", ") })
+            })?),
+            None => None,
+        };
+        let caller = options.caller.map(Caller::new).or(self.default_caller);
+        self.budget.deposit(start);
+
+        let mut state = CallState {
+            tried: Vec::new(),
+            rejected_keys: Vec::new(),
+            failed: Vec::new(),
+            attempts: 0,
+            rescues: 0,
+            hedged: false,
+            first_node: None,
+            last_error: None,
+        };
+        let mut inflight: FuturesUnordered<AttemptFuture<T>> = FuturesUnordered::new();
+        match self.choose(&state, preferred, caller, start) {
+            Ok(node) => {
+                state.tried.push(node);
+                state.first_node = Some(node);
+                state.attempts = 1;
+                inflight.push(self.start(node, deadline, &attempt));
+            }
+            Err(retry_at) => return Err(Error::new(ErrorKind::NoEligibleRegion { retry_at })),
+        }
+        let hedge_at = hedge.and_then(|_| self.hedge_delay()).map(|d| start_tokio + d);
+        let mut hedge_armed = hedge_at.is_some();
+
+        loop {
+            let hedge_sleep = async {
+                match hedge_at {
+                    Some(at) if hedge_armed => tokio::time::sleep_until(at).await,
+                    _ => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                () = tokio::time::sleep_until(deadline) => {
+                    // Dropping `inflight` cancels the requests and releases their guards.
+                    return Err(Error::new(ErrorKind::DeadlineExceeded).with_attempts(state.failed));
+                }
+                Some((node, started, result)) = inflight.next() => {
+                    let result = match result {
+                        Ok(value) => {
+                            self.record(node, started, Ok(()));
+                            let region = Arc::clone(&self.regions[node.index()]);
+                            for other in &state.tried {
+                                if *other != node && !state.failed.iter().any(|f| f.node == *other) {
+                                    state.failed.push(FailedAttempt {
+                                        region: Arc::clone(&self.regions[other.index()]),
+                                        node: *other,
+                                        failure: AttemptFailure::Cancelled,
+                                        elapsed: now().saturating_duration_since(start),
+                                    });
+                                }
+                            }
+                            let meta = ResponseMeta {
+                                region,
+                                node,
+                                attempts: state.attempts,
+                                failed_over: state.first_node != Some(node),
+                                failed_attempts: state.failed,
+                                latency: now().saturating_duration_since(start),
+                                rescues: state.rescues,
+                                hedged: state.hedged,
+                            };
+                            return Ok(Response { body: value, meta });
+                        }
+                        Err(e) => e,
+                    };
+                    self.record(node, started, Err(&result));
+                    let region = Arc::clone(&self.regions[node.index()]);
+                    let (failure, disposition, error) = self.judge(&region, result);
+                    tracing::debug!(region = %region, failure = %failure, "attempt failed");
+                    if matches!(failure, AttemptFailure::Rescued) {
+                        state.rescues += 1;
+                    }
+                    state.failed.push(FailedAttempt {
+                        region,
+                        node,
+                        failure: failure.clone(),
+                        elapsed: now().saturating_duration_since(started),
+                    });
+                    match disposition {
+                        Disposition::Fatal => return Err(error.with_attempts(state.failed)),
+                        Disposition::Credentials => {
+                            let key = self.keys[node.index()].1;
+                            if !state.rejected_keys.contains(&key) {
+                                state.rejected_keys.push(key);
+                            }
+                        }
+                        Disposition::Retry => {}
+                    }
+                    state.last_error = Some(error);
+                    // Rescues already paid the budget when they fired.
+                    let paid = matches!(failure, AttemptFailure::Rescued);
+                    if let Some(fut) = self.next_attempt(&mut state, preferred, caller, deadline, paid, &attempt) {
+                        inflight.push(fut);
+                    } else if inflight.is_empty() {
+                        let error = state.last_error.take().unwrap_or_else(|| Error::new(ErrorKind::NoEligibleRegion { retry_at: None }));
+                        return Err(error.with_attempts(state.failed));
+                    }
+                }
+                () = hedge_sleep => {
+                    hedge_armed = false;
+                    if inflight.len() == 1 && self.budget.try_withdraw(now())
+                        && let Some(fut) = self.next_attempt(&mut state, preferred, caller, deadline, true, &attempt)
+                    {
+                        state.hedged = true;
+                        inflight.push(fut);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts the next attempt if attempts, candidates and (unless `paid`) the budget allow.
+    fn next_attempt<T, F>(
+        self: &Arc<Self>,
+        state: &mut CallState,
+        preferred: Option<NodeId>,
+        caller: Option<Caller>,
+        deadline: tokio::time::Instant,
+        paid: bool,
+        attempt: &F,
+    ) -> Option<AttemptFuture<T>>
+    where
+        F: Fn(Attempt) -> Pin<Box<dyn Future<Output = Result<T, AttemptError>> + Send>>,
+        T: Send + 'static,
+    {
+        if state.attempts >= self.policy.max_attempts {
+            return None;
+        }
+        let at = now();
+        let node = self.choose(state, preferred, caller, at).ok()?;
+        if !paid && !self.budget.try_withdraw(at) {
+            tracing::debug!("retry budget exhausted; returning the last error");
+            return None;
+        }
+        state.tried.push(node);
+        state.attempts += 1;
+        Some(self.start(node, deadline, attempt))
+    }
+
+    /// Classifies a failed attempt: what to report, whether to go on, and the error to return
+    /// if this is the last one.
+    fn judge(&self, region: &Arc<str>, error: AttemptError) -> (AttemptFailure, Disposition, Error) {
+        let region = Arc::clone(region);
+        match error {
+            AttemptError::Connect(e) => {
+                (AttemptFailure::Connect, Disposition::Retry, Error::new(ErrorKind::Connect { region }).with_source(e))
+            }
+            AttemptError::Timeout => {
+                (AttemptFailure::Timeout, Disposition::Retry, Error::new(ErrorKind::Timeout { region }))
+            }
+            AttemptError::FirstChunk(source) => {
+                let error = match source {
+                    Some(e) => Error::new(ErrorKind::Connect { region }).with_source(e),
+                    None => Error::new(ErrorKind::Timeout { region }),
+                };
+                (AttemptFailure::FirstChunk, Disposition::Retry, error)
+            }
+            AttemptError::Invalid(e) => (
+                AttemptFailure::InvalidResponse,
+                Disposition::Retry,
+                Error::new(ErrorKind::InvalidResponse { region }).with_source(e),
+            ),
+            AttemptError::Rescued => {
+                (AttemptFailure::Rescued, Disposition::Retry, Error::new(ErrorKind::Connect { region }))
+            }
+            AttemptError::Status { status, retry_after, body } => {
+                let failure = AttemptFailure::Status { status, retry_after };
+                match status {
+                    401 | 403 => {
+                        (failure, Disposition::Credentials, Error::new(ErrorKind::Credentials { region, status }))
+                    }
+                    408 | 429 | 500..=599 => (
+                        failure,
+                        Disposition::Retry,
+                        Error::new(ErrorKind::Status { region, status, body, retry_after }),
+                    ),
+                    _ => (
+                        failure,
+                        Disposition::Fatal,
+                        Error::new(ErrorKind::Status { region, status, body, retry_after }),
+                    ),
+                }
+            }
+        }
+    }
+}
