@@ -1,2 +1,134 @@
-//! placeholder
-fn main() {}
+//! Cost of `HealthMonitor::record`, single-threaded and with two threads.
+//!
+//! Target: ≤ 100 ns per outcome.
+
+use std::{
+    hint::black_box,
+    sync::{Arc, Barrier},
+    thread,
+    time::{Duration, Instant},
+};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use sluice_health::{HealthMonitor, Outcome, OutlierConfig};
+use sluice_region_model::{GeoPoint, NodeId, Region, Snapshot};
+
+const NODES: usize = 16;
+
+fn monitor(config: OutlierConfig) -> (HealthMonitor, Instant) {
+    let t0 = Instant::now();
+    let regions = (0..NODES)
+        .map(|i| Region::new(format!("r{i}"), format!("http://127.0.0.1:9/r{i}/v1"), GeoPoint::new(0.0, 0.0)));
+    let snapshot = Snapshot::builder().epoch(t0).build(regions).unwrap();
+    (HealthMonitor::new(Arc::new(snapshot), config), t0)
+}
+
+/// Failures are counted but never reach an ejection threshold, so the steady-state path is
+/// measured rather than the rare ejection.
+fn never_eject() -> OutlierConfig {
+    OutlierConfig::builder().consecutive_failures(u32::MAX).failure_rate_min_requests(u32::MAX).build().unwrap()
+}
+
+/// The instant of the `i`-th call: 1 µs apart, as under heavy load.
+#[inline]
+fn at(t0: Instant, i: u64) -> Instant {
+    t0 + Duration::from_micros(i)
+}
+
+fn single_thread(c: &mut Criterion) {
+    let mut g = c.benchmark_group("record/1_thread");
+    let (m, t0) = monitor(never_eject());
+    let node = NodeId::from_index(3);
+    let mut i = 0u64;
+    g.bench_function("success", |b| {
+        b.iter(|| {
+            i += 1;
+            m.record(black_box(node), black_box(Outcome::Success { latency: Duration::from_millis(800) }), at(t0, i));
+        })
+    });
+    g.bench_function("connect_error", |b| {
+        b.iter(|| {
+            i += 1;
+            m.record(black_box(node), black_box(Outcome::ConnectError), at(t0, i));
+        })
+    });
+    g.bench_function("server_error_503_retry_after", |b| {
+        b.iter(|| {
+            i += 1;
+            let outcome = Outcome::ServerError { status: 503, retry_after: Some(Duration::from_secs(2)) };
+            m.record(black_box(node), black_box(outcome), at(t0, i));
+        })
+    });
+    g.bench_function("rate_limited", |b| {
+        b.iter(|| {
+            i += 1;
+            m.record(black_box(node), black_box(Outcome::RateLimited { retry_after: None }), at(t0, i));
+        })
+    });
+    // Baselines: the region-model updates alone, which `record` includes.
+    let metrics = Arc::clone(m.snapshot().node(node).metrics());
+    g.bench_function("baseline_node_metrics_success", |b| {
+        b.iter(|| {
+            i += 1;
+            metrics.record_success(black_box(Duration::from_millis(800)), at(t0, i));
+        })
+    });
+    g.bench_function("baseline_node_metrics_failure", |b| {
+        b.iter(|| {
+            i += 1;
+            metrics.record_failure(at(t0, i));
+        })
+    });
+    let (m, t0) = monitor(OutlierConfig::default());
+    let mut out = Vec::with_capacity(NODES);
+    g.bench_function("select_16_nodes", |b| {
+        b.iter(|| {
+            i += 1;
+            black_box(m.select(at(t0, i), |id| id.index() == 0, &mut out));
+        })
+    });
+    g.finish();
+}
+
+/// Two threads record concurrently; the reported time is per outcome per thread.
+fn two_threads(c: &mut Criterion) {
+    let mut g = c.benchmark_group("record/2_threads");
+    for (name, same_node) in [("distinct_nodes", false), ("same_node", true)] {
+        let (m, t0) = monitor(never_eject());
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let barrier = Arc::new(Barrier::new(2));
+                let handles: Vec<_> = (0..2u32)
+                    .map(|t| {
+                        let m = m.clone();
+                        let barrier = Arc::clone(&barrier);
+                        let node = NodeId::from_index(if same_node { 5 } else { t * 7 });
+                        thread::spawn(move || {
+                            barrier.wait();
+                            let start = Instant::now();
+                            for i in 0..iters {
+                                let outcome = if i % 8 == 7 {
+                                    Outcome::ConnectError
+                                } else {
+                                    Outcome::Success { latency: Duration::from_millis(500) }
+                                };
+                                m.record(black_box(node), black_box(outcome), at(t0, i));
+                            }
+                            start.elapsed()
+                        })
+                    })
+                    .collect();
+                // The slower thread's time: both ran `iters` outcomes in parallel.
+                handles.into_iter().map(|h| h.join().unwrap()).max().unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    targets = single_thread, two_threads
+}
+criterion_main!(benches);

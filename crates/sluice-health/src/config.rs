@@ -42,6 +42,16 @@ pub const DEFAULT_FALL: u32 = 2;
 /// recovery is seen within about one second.
 pub const DEFAULT_UNHEALTHY_INTERVAL: Duration = Duration::from_millis(500);
 
+/// Grid that probe start instants are aligned to: 50 ms.
+///
+/// Without alignment, 1,000 nodes probed once a second with random jitter wake the runtime
+/// about 1,000 times a second, one probe at a time. The `probe_round` bench measured the
+/// prober side at about 10 % of a core that way, 6.5 % with a 10 ms grid and 4.5 % with this
+/// 50 ms grid, where the probes that fall into the same 50 ms share one wake-up.
+/// 50 ms is noise next to the ~2 s detection time, and jitter and initial jitter are still
+/// drawn in whole steps of it (±100 ms gives five choices, the first probe 21).
+pub const DEFAULT_TIMER_GRANULARITY: Duration = Duration::from_millis(50);
+
 // ----- passive outlier detection -----
 
 /// Consecutive failed calls that eject a node: 5 (Envoy's `consecutive_5xx`).
@@ -106,11 +116,16 @@ pub const DEFAULT_ERROR_PENALTY: Duration = Duration::from_secs(5);
 /// | `rise` | [`DEFAULT_RISE`] (2) |
 /// | `fall` | [`DEFAULT_FALL`] (2) |
 /// | `unhealthy_interval` | [`DEFAULT_UNHEALTHY_INTERVAL`] (500 ms) |
+/// | `timer_granularity` | [`DEFAULT_TIMER_GRANULARITY`] (50 ms) |
 ///
 /// The delay between the starts of two probes of one node is drawn uniformly from
 /// `interval ± jitter`. While the node is unhealthy, `unhealthy_interval` is used and the
 /// jitter is scaled by the same ratio (`jitter × unhealthy_interval / interval`).
 /// The first probe of each node starts after a delay drawn from `0..=initial_jitter`.
+/// Both random parts are drawn in whole steps of `timer_granularity` (when the jitter is at
+/// least one step), so that probe starts line up on a grid and share runtime wake-ups.
+/// A probe that overruns its interval (a timeout longer than the interval) is followed by
+/// the next one at the next grid point, never by a burst of catch-up probes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProbeConfig {
     interval: Duration,
@@ -120,6 +135,7 @@ pub struct ProbeConfig {
     rise: u32,
     fall: u32,
     unhealthy_interval: Duration,
+    timer_granularity: Duration,
     seed: Option<u64>,
 }
 
@@ -222,6 +238,11 @@ impl ProbeConfig {
         self.unhealthy_interval
     }
 
+    /// Grid that probe start instants are aligned to.
+    pub fn timer_granularity(&self) -> Duration {
+        self.timer_granularity
+    }
+
     /// Seed of the jitter random numbers, if fixed.
     pub fn seed(&self) -> Option<u64> {
         self.seed
@@ -247,6 +268,7 @@ impl Default for ProbeConfig {
             rise: DEFAULT_RISE,
             fall: DEFAULT_FALL,
             unhealthy_interval: DEFAULT_UNHEALTHY_INTERVAL,
+            timer_granularity: DEFAULT_TIMER_GRANULARITY,
             seed: None,
         }
     }
@@ -294,6 +316,12 @@ impl ProbeConfigBuilder {
     /// Time between probes of an unhealthy node. Must be greater than zero.
     pub fn unhealthy_interval(mut self, unhealthy_interval: Duration) -> Self {
         self.config.unhealthy_interval = unhealthy_interval;
+        self
+    }
+
+    /// Grid that probe start instants are aligned to; zero turns alignment off.
+    pub fn timer_granularity(mut self, granularity: Duration) -> Self {
+        self.config.timer_granularity = granularity;
         self
     }
 

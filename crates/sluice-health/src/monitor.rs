@@ -181,7 +181,7 @@ impl HealthMonitor {
                 metrics.record_success(latency, now);
                 if !state.is_ejected(now_ns) {
                     state.consecutive.store(0, Ordering::Relaxed);
-                    state.count(now_ns, inner.bucket_ns, false);
+                    state.count(now_ns / inner.bucket_ns, false);
                 }
             }
             Outcome::Timeout | Outcome::ConnectError => {
@@ -353,12 +353,13 @@ impl Inner {
             return;
         }
         let consecutive = state.consecutive.fetch_add(1, Ordering::Relaxed).saturating_add(1);
-        state.count(now_ns, self.bucket_ns, true);
+        let bucket = now_ns / self.bucket_ns;
+        state.count(bucket, true);
         if consecutive >= self.config.consecutive_failures() {
             self.eject(node, EjectionReason::ConsecutiveFailures { count: consecutive }, now_ns, now);
             return;
         }
-        let w = state.window(now_ns, self.bucket_ns);
+        let w = state.window(bucket);
         let total = w.successes + w.failures;
         if total >= self.config.failure_rate_min_requests()
             && f64::from(w.failures) > self.config.failure_rate_threshold() * f64::from(total)

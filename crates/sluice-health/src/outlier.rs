@@ -56,23 +56,19 @@ impl NodeState {
         now_ns < self.cooldown_until.load(Ordering::Relaxed)
     }
 
-    /// Adds one outcome to the bucket of `now_ns`. Lock-free: one CAS loop on one word.
+    /// Adds one outcome to bucket number `index` (time since epoch / bucket length).
+    /// Lock-free: one CAS loop on one word.
     #[inline]
-    pub(crate) fn count(&self, now_ns: u64, bucket_ns: u64, failure: bool) {
-        let index = now_ns / bucket_ns;
-        let seq = index % SEQ_MOD + 1;
+    pub(crate) fn count(&self, index: u64, failure: bool) {
+        let seq = seq_of(index);
         let slot = &self.buckets[(index % BUCKETS as u64) as usize];
-        let (ok_inc, fail_inc) = if failure { (0, 1) } else { (1, 0) };
+        let inc = if failure { 1 << COUNT_BITS } else { 1 };
         let mut cur = slot.load(Ordering::Relaxed);
         loop {
-            let (mut ok, mut fail) = (0, 0);
-            if cur >> SEQ_SHIFT == seq {
-                ok = cur & COUNT_MASK;
-                fail = (cur >> COUNT_BITS) & COUNT_MASK;
-            }
-            ok = (ok + ok_inc).min(COUNT_MASK);
-            fail = (fail + fail_inc).min(COUNT_MASK);
-            let new = seq << SEQ_SHIFT | fail << COUNT_BITS | ok;
+            let counts = if cur >> SEQ_SHIFT == seq { cur & (COUNT_MASK << COUNT_BITS | COUNT_MASK) } else { 0 };
+            // Saturate each 20-bit count instead of carrying into its neighbour.
+            let full = if failure { (counts >> COUNT_BITS) & COUNT_MASK } else { counts & COUNT_MASK } == COUNT_MASK;
+            let new = seq << SEQ_SHIFT | if full { counts } else { counts + inc };
             match slot.compare_exchange_weak(cur, new, Ordering::Relaxed, Ordering::Relaxed) {
                 Ok(_) => return,
                 Err(actual) => cur = actual,
@@ -80,14 +76,17 @@ impl NodeState {
         }
     }
 
-    /// Sums the buckets that belong to the window ending at `now_ns`.
-    pub(crate) fn window(&self, now_ns: u64, bucket_ns: u64) -> WindowCounts {
-        let index = now_ns / bucket_ns;
+    /// Sums the buckets of the window that ends in bucket number `index`.
+    #[inline]
+    pub(crate) fn window(&self, index: u64) -> WindowCounts {
+        let cur = seq_of(index);
         let mut counts = WindowCounts { successes: 0, failures: 0 };
-        for age in 0..BUCKETS as u64 {
-            let Some(i) = index.checked_sub(age) else { break };
-            let v = self.buckets[(i % BUCKETS as u64) as usize].load(Ordering::Relaxed);
-            if v >> SEQ_SHIFT == i % SEQ_MOD + 1 {
+        for slot in &self.buckets {
+            let v = slot.load(Ordering::Relaxed);
+            let seq = v >> SEQ_SHIFT;
+            // Age in buckets, modulo the sequence space; empty slots (seq 0) never match.
+            let age = (cur + SEQ_MOD - seq) % SEQ_MOD;
+            if seq != 0 && age < BUCKETS as u64 && age <= index {
                 counts.successes += (v & COUNT_MASK) as u32;
                 counts.failures += ((v >> COUNT_BITS) & COUNT_MASK) as u32;
             }
@@ -104,6 +103,12 @@ impl NodeState {
     }
 }
 
+/// The sequence number stored for bucket `index`: never 0, which marks an empty slot.
+#[inline]
+fn seq_of(index: u64) -> u64 {
+    index % SEQ_MOD + 1
+}
+
 /// The multiplier of a new ejection at `now_ns`: the last one's, minus one per full `decay_ns`
 /// since the last ejection ended, plus one; at most `cap`.
 pub(crate) fn next_multiplier(last: u32, last_end_ns: u64, now_ns: u64, decay_ns: u64, cap: u32) -> u32 {
@@ -117,24 +122,38 @@ pub(crate) fn next_multiplier(last: u32, last_end_ns: u64, now_ns: u64, decay_ns
 mod tests {
     use super::*;
 
-    const B: u64 = 1_000;
-
     #[test]
     fn window_counts_and_slides() {
         let s = NodeState::default();
-        s.count(0, B, false);
-        s.count(10, B, true);
-        s.count(5 * B, B, true);
-        assert_eq!(s.window(5 * B, B), WindowCounts { successes: 1, failures: 2 });
+        s.count(0, false);
+        s.count(0, true);
+        s.count(5, true);
+        assert_eq!(s.window(5), WindowCounts { successes: 1, failures: 2 });
         // Bucket 0 leaves the window once index 10 is reached.
-        assert_eq!(s.window(10 * B, B), WindowCounts { successes: 0, failures: 1 });
+        assert_eq!(s.window(10), WindowCounts { successes: 0, failures: 1 });
         // A bucket reused ten slots later starts from zero.
-        s.count(10 * B, B, false);
-        assert_eq!(s.window(10 * B, B), WindowCounts { successes: 1, failures: 1 });
-        assert_eq!(s.window(30 * B, B), WindowCounts { successes: 0, failures: 0 });
-        s.count(30 * B, B, true);
+        s.count(10, false);
+        assert_eq!(s.window(10), WindowCounts { successes: 1, failures: 1 });
+        assert_eq!(s.window(30), WindowCounts { successes: 0, failures: 0 });
+        s.count(30, true);
         s.clear_window();
-        assert_eq!(s.window(30 * B, B), WindowCounts { successes: 0, failures: 0 });
+        assert_eq!(s.window(30), WindowCounts { successes: 0, failures: 0 });
+    }
+
+    #[test]
+    fn window_survives_sequence_wrap_and_saturates() {
+        let s = NodeState::default();
+        let base = SEQ_MOD - 3;
+        for i in 0..6 {
+            s.count(base + i, i % 2 == 0);
+        }
+        assert_eq!(s.window(base + 5), WindowCounts { successes: 3, failures: 3 });
+        let one = NodeState::default();
+        for _ in 0..(COUNT_MASK + 5) {
+            one.count(7, true);
+        }
+        one.count(7, false);
+        assert_eq!(one.window(7), WindowCounts { successes: 1, failures: COUNT_MASK as u32 });
     }
 
     #[test]

@@ -37,6 +37,7 @@ impl HealthMonitor {
     /// If called outside a tokio runtime.
     pub fn spawn_prober(&self, probe: Arc<dyn Probe>, config: ProbeConfig) -> ProberHandle {
         let mut tasks = JoinSet::new();
+        let origin = TokioInstant::now();
         let seed = config.seed();
         let config = Arc::new(config);
         for id in self.snapshot().ids() {
@@ -47,7 +48,7 @@ impl HealthMonitor {
                 }
                 None => SmallRng::from_os_rng(),
             };
-            let initial = random_up_to(&mut rng, config.initial_jitter());
+            let initial = random_steps(&mut rng, config.initial_jitter(), config.timer_granularity());
             self.inner().probe_tasks.fetch_add(1, Ordering::Relaxed);
             let live = LiveTask(self.clone());
             let task = NodeProber {
@@ -62,7 +63,7 @@ impl HealthMonitor {
             };
             tasks.spawn(async move {
                 let _live = live;
-                task.run(initial).await;
+                task.run(origin, initial).await;
             });
         }
         ProberHandle { tasks, monitor: self.clone() }
@@ -125,10 +126,11 @@ struct NodeProber {
 }
 
 impl NodeProber {
-    async fn run(mut self, initial: Duration) {
-        tokio::time::sleep(initial).await;
+    async fn run(mut self, origin: TokioInstant, initial: Duration) {
+        let grid = self.config.timer_granularity();
+        let mut deadline = origin + initial;
         loop {
-            let started = TokioInstant::now();
+            tokio::time::sleep_until(deadline).await;
             let node = self.monitor.snapshot().node(self.node);
             let result = match tokio::time::timeout(self.config.timeout(), self.probe.probe(node)).await {
                 Ok(result) => result,
@@ -140,8 +142,12 @@ impl NodeProber {
             } else {
                 self.config.interval()
             };
-            let delay = jittered(&mut self.rng, base, self.config.jitter_for(base));
-            tokio::time::sleep_until(started + delay).await;
+            deadline += jittered_steps(&mut self.rng, base, self.config.jitter_for(base), grid);
+            let now = TokioInstant::now();
+            if deadline < now {
+                // The probe overran its interval: go again at the next grid point.
+                deadline = align_up(origin, now, grid);
+            }
         }
     }
 
@@ -211,32 +217,100 @@ fn random_up_to(rng: &mut SmallRng, max: Duration) -> Duration {
     Duration::from_nanos(rng.random_range(0..=crate::monitor::duration_ns(max)))
 }
 
-/// A duration drawn uniformly from `base - jitter ..= base + jitter` (jitter capped at base).
-pub(crate) fn jittered(rng: &mut SmallRng, base: Duration, jitter: Duration) -> Duration {
+/// A duration drawn uniformly from `0..=max` in whole steps of `step` (or freely when `max`
+/// is below one step).
+fn random_steps(rng: &mut SmallRng, max: Duration, step: Duration) -> Duration {
+    let step_ns = crate::monitor::duration_ns(step);
+    let max_ns = crate::monitor::duration_ns(max);
+    if step_ns == 0 || max_ns < step_ns {
+        return random_up_to(rng, max);
+    }
+    Duration::from_nanos(rng.random_range(0..=max_ns / step_ns) * step_ns)
+}
+
+/// A duration drawn uniformly from `base - jitter ..= base + jitter` (jitter capped at base),
+/// in whole steps of `step` when the jitter is at least one step.
+pub(crate) fn jittered_steps(rng: &mut SmallRng, base: Duration, jitter: Duration, step: Duration) -> Duration {
     let jitter = jitter.min(base);
-    let low = base - jitter;
-    low + random_up_to(rng, jitter * 2)
+    let step_ns = crate::monitor::duration_ns(step);
+    let jitter_ns = crate::monitor::duration_ns(jitter);
+    if step_ns == 0 || jitter_ns < step_ns {
+        return base - jitter + random_up_to(rng, jitter * 2);
+    }
+    // Whole steps on either side of `base`.
+    let steps = jitter_ns / step_ns;
+    let k = rng.random_range(0..=2 * steps);
+    base - Duration::from_nanos(steps * step_ns) + Duration::from_nanos(k * step_ns)
+}
+
+/// The first instant `origin + k × step` at or after `now`.
+fn align_up(origin: TokioInstant, now: TokioInstant, step: Duration) -> TokioInstant {
+    let step_ns = u128::from(crate::monitor::duration_ns(step));
+    if step_ns == 0 {
+        return now;
+    }
+    let since = now.saturating_duration_since(origin).as_nanos();
+    let steps = since.div_ceil(step_ns);
+    origin + Duration::from_nanos(u64::try_from(steps * step_ns).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const MS: Duration = Duration::from_millis(1);
+
     #[test]
     fn jitter_stays_in_range_and_spreads() {
         let mut rng = SmallRng::seed_from_u64(1);
         let base = Duration::from_secs(1);
-        let j = Duration::from_millis(100);
-        let (mut min, mut max) = (Duration::MAX, Duration::ZERO);
-        for _ in 0..10_000 {
-            let d = jittered(&mut rng, base, j);
-            assert!(d >= base - j && d <= base + j, "{d:?}");
-            min = min.min(d);
-            max = max.max(d);
+        let j = 100 * MS;
+        for step in [Duration::ZERO, MS, 10 * MS, 30 * MS, 200 * MS] {
+            let (mut min, mut max) = (Duration::MAX, Duration::ZERO);
+            for _ in 0..10_000 {
+                let d = jittered_steps(&mut rng, base, j, step);
+                assert!(d >= base - j && d <= base + j, "{d:?} with step {step:?}");
+                if step >= MS && step <= j {
+                    let off = (d.as_nanos() + 100 * step.as_nanos() - base.as_nanos()) % step.as_nanos();
+                    assert_eq!(off, 0, "{d:?} off grid");
+                }
+                min = min.min(d);
+                max = max.max(d);
+            }
+            // The extremes are reached up to the part of the jitter that is not a whole step.
+            let slack = if step <= j {
+                Duration::from_nanos((j.as_nanos() % step.as_nanos().max(1)) as u64) + MS
+            } else {
+                5 * MS
+            };
+            assert!(min < base - j + slack, "{min:?} with step {step:?}");
+            assert!(max + slack > base + j, "{max:?} with step {step:?}");
         }
-        assert!(min < base - j + Duration::from_millis(5), "{min:?}");
-        assert!(max > base + j - Duration::from_millis(5), "{max:?}");
-        assert_eq!(jittered(&mut rng, base, Duration::ZERO), base);
+        assert_eq!(jittered_steps(&mut rng, base, Duration::ZERO, 10 * MS), base);
+        // Scaled jitter that is not a whole number of steps stays inside its range.
+        for _ in 0..1000 {
+            let d = jittered_steps(&mut rng, 500 * MS, 55 * MS, 10 * MS);
+            assert!(d >= 445 * MS && d <= 555 * MS, "{d:?}");
+        }
+    }
+
+    #[test]
+    fn initial_delay_is_on_the_grid() {
+        let mut rng = SmallRng::seed_from_u64(2);
+        for _ in 0..1000 {
+            let d = random_steps(&mut rng, Duration::from_secs(1), 10 * MS);
+            assert!(d <= Duration::from_secs(1));
+            assert_eq!(d.as_nanos() % (10 * MS).as_nanos(), 0);
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn align_up_finds_the_next_grid_point() {
+        let origin = TokioInstant::now();
+        assert_eq!(align_up(origin, origin, 10 * MS), origin);
+        assert_eq!(align_up(origin, origin + MS, 10 * MS), origin + 10 * MS);
+        assert_eq!(align_up(origin, origin + 10 * MS, 10 * MS), origin + 10 * MS);
+        assert_eq!(align_up(origin, origin + 3 * MS, Duration::ZERO), origin + 3 * MS);
     }
 
     #[test]

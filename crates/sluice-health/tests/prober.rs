@@ -164,6 +164,10 @@ async fn a_hanging_node_delays_no_other_node() {
     assert_eq!(healthy, (0..=10).map(|i| i * S).collect::<Vec<_>>());
     // The hanging node times out after 1 s twice, then is unhealthy at t=2.
     assert_eq!(health(&m, 0), HealthState::Unhealthy);
+    // Each timeout overruns the 500 ms unhealthy interval: the next probe follows at once,
+    // with no burst of catch-up probes.
+    let hanging: Vec<Duration> = probe.calls(id(0)).iter().map(|t| *t - start.into_std()).collect();
+    assert_eq!(hanging, (0..=10).map(|i| i * S).collect::<Vec<_>>());
     assert_eq!(health(&m, 1), HealthState::Healthy);
     let ev: Vec<_> = kinds(&mut events).into_iter().filter(|(n, _)| *n == 0).collect();
     assert_eq!(ev, [(0, HealthEventKind::BecameUnhealthy { reason: "probe timed out".into() })]);
