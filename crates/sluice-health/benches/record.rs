@@ -1,6 +1,8 @@
 //! Cost of `HealthMonitor::record`, single-threaded and with two threads.
 //!
 //! Target: ≤ 100 ns per outcome.
+//! On a shared machine, compare with the `baseline_*` id: the region-model update that every
+//! `record(Success)` includes.
 
 use std::{
     hint::black_box,
@@ -35,66 +37,74 @@ fn at(t0: Instant, i: u64) -> Instant {
     t0 + Duration::from_micros(i)
 }
 
+/// Runs `f(i)` for `iters` values of `i` and returns the time taken.
+fn run(iters: u64, mut f: impl FnMut(u64)) -> Duration {
+    let start = Instant::now();
+    for i in 0..iters {
+        f(i);
+    }
+    start.elapsed()
+}
+
+type Case = (&'static str, fn(u64) -> Outcome, OutlierConfig);
+
+fn cases() -> Vec<Case> {
+    vec![
+        ("success", |_| Outcome::Success { latency: Duration::from_millis(800) }, never_eject()),
+        ("connect_error", |_| Outcome::ConnectError, never_eject()),
+        (
+            "server_error_503_retry_after",
+            |_| Outcome::ServerError { status: 503, retry_after: Some(Duration::from_secs(2)) },
+            never_eject(),
+        ),
+        ("rate_limited", |_| Outcome::RateLimited { retry_after: None }, never_eject()),
+        (
+            "mix_7_success_1_failure",
+            |i| {
+                if i % 8 == 7 {
+                    Outcome::ConnectError
+                } else {
+                    Outcome::Success { latency: Duration::from_millis(500) }
+                }
+            },
+            OutlierConfig::default(),
+        ),
+    ]
+}
+
 fn single_thread(c: &mut Criterion) {
     let mut g = c.benchmark_group("record/1_thread");
+    for (name, outcome, config) in cases() {
+        let (m, t0) = monitor(config);
+        let node = NodeId::from_index(3);
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| run(iters, |i| m.record(black_box(node), black_box(outcome(i)), at(t0, i))))
+        });
+    }
+    // Baseline: the region-model update alone, which `record(Success)` includes.
     let (m, t0) = monitor(never_eject());
-    let node = NodeId::from_index(3);
-    let mut i = 0u64;
-    g.bench_function("success", |b| {
-        b.iter(|| {
-            i += 1;
-            m.record(black_box(node), black_box(Outcome::Success { latency: Duration::from_millis(800) }), at(t0, i));
-        })
-    });
-    g.bench_function("connect_error", |b| {
-        b.iter(|| {
-            i += 1;
-            m.record(black_box(node), black_box(Outcome::ConnectError), at(t0, i));
-        })
-    });
-    g.bench_function("server_error_503_retry_after", |b| {
-        b.iter(|| {
-            i += 1;
-            let outcome = Outcome::ServerError { status: 503, retry_after: Some(Duration::from_secs(2)) };
-            m.record(black_box(node), black_box(outcome), at(t0, i));
-        })
-    });
-    g.bench_function("rate_limited", |b| {
-        b.iter(|| {
-            i += 1;
-            m.record(black_box(node), black_box(Outcome::RateLimited { retry_after: None }), at(t0, i));
-        })
-    });
-    // Baselines: the region-model updates alone, which `record` includes.
-    let metrics = Arc::clone(m.snapshot().node(node).metrics());
-    g.bench_function("baseline_node_metrics_success", |b| {
-        b.iter(|| {
-            i += 1;
-            metrics.record_success(black_box(Duration::from_millis(800)), at(t0, i));
-        })
-    });
-    g.bench_function("baseline_node_metrics_failure", |b| {
-        b.iter(|| {
-            i += 1;
-            metrics.record_failure(at(t0, i));
-        })
+    let metrics = Arc::clone(m.snapshot().node(NodeId::from_index(3)).metrics());
+    g.bench_function("baseline_node_metrics_record_success", |b| {
+        b.iter_custom(|iters| run(iters, |i| metrics.record_success(black_box(Duration::from_millis(800)), at(t0, i))))
     });
     let (m, t0) = monitor(OutlierConfig::default());
     let mut out = Vec::with_capacity(NODES);
     g.bench_function("select_16_nodes", |b| {
-        b.iter(|| {
-            i += 1;
-            black_box(m.select(at(t0, i), |id| id.index() == 0, &mut out));
+        b.iter_custom(|iters| {
+            run(iters, |i| {
+                black_box(m.select(at(t0, i), |id| id.index() == 0, &mut out));
+            })
         })
     });
     g.finish();
 }
 
-/// Two threads record concurrently; the reported time is per outcome per thread.
+/// Two threads record concurrently (7 successes, then a failure); the reported time is per
+/// outcome per thread: the slower thread's time for `iters` outcomes.
 fn two_threads(c: &mut Criterion) {
     let mut g = c.benchmark_group("record/2_threads");
     for (name, same_node) in [("distinct_nodes", false), ("same_node", true)] {
-        let (m, t0) = monitor(never_eject());
+        let (m, t0) = monitor(OutlierConfig::default());
         g.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let barrier = Arc::new(Barrier::new(2));
@@ -105,20 +115,17 @@ fn two_threads(c: &mut Criterion) {
                         let node = NodeId::from_index(if same_node { 5 } else { t * 7 });
                         thread::spawn(move || {
                             barrier.wait();
-                            let start = Instant::now();
-                            for i in 0..iters {
+                            run(iters, |i| {
                                 let outcome = if i % 8 == 7 {
                                     Outcome::ConnectError
                                 } else {
                                     Outcome::Success { latency: Duration::from_millis(500) }
                                 };
                                 m.record(black_box(node), black_box(outcome), at(t0, i));
-                            }
-                            start.elapsed()
+                            })
                         })
                     })
                     .collect();
-                // The slower thread's time: both ran `iters` outcomes in parallel.
                 handles.into_iter().map(|h| h.join().unwrap()).max().unwrap()
             })
         });
@@ -128,7 +135,7 @@ fn two_threads(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    config = Criterion::default().warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
     targets = single_thread, two_threads
 }
 criterion_main!(benches);

@@ -38,13 +38,12 @@ pub enum HealthEventKind {
         status: u16,
     },
     /// Passive outlier detection ejected the node.
+    ///
+    /// The rule that fired and the backoff multiplier are in the `warn` log line and in
+    /// [`NodeStatus`](crate::NodeStatus).
     Ejected {
         /// When the ejection ends, unless a probe ends it early.
         until: Instant,
-        /// Which rule fired.
-        reason: EjectionReason,
-        /// The backoff multiplier of this ejection (1 for a first ejection).
-        multiplier: u32,
     },
     /// An active probe saw the ejected node recover and ended the ejection early; slow start
     /// began.
@@ -76,11 +75,57 @@ pub enum EjectionReason {
 
 // ===== impl EjectionReason =====
 
+const KIND_SHIFT: u32 = 62;
+const FIELD_BITS: u32 = 31;
+const FIELD_MASK: u64 = (1 << FIELD_BITS) - 1;
+
+impl EjectionReason {
+    /// Packs the reason into one word for an atomic: `kind:2 | a:31 | b:31`; 0 is "none".
+    pub(crate) fn pack(self) -> u64 {
+        let (kind, a, b) = match self {
+            Self::ConsecutiveFailures { count } => (1, count, 0),
+            Self::FailureRate { failures, total } => (2, failures, total),
+        };
+        let field = |v: u32| u64::from(v).min(FIELD_MASK);
+        kind << KIND_SHIFT | field(a) << FIELD_BITS | field(b)
+    }
+
+    /// The inverse of [`pack`](Self::pack).
+    pub(crate) fn unpack(v: u64) -> Option<Self> {
+        let a = ((v >> FIELD_BITS) & FIELD_MASK) as u32;
+        let b = (v & FIELD_MASK) as u32;
+        match v >> KIND_SHIFT {
+            1 => Some(Self::ConsecutiveFailures { count: a }),
+            2 => Some(Self::FailureRate { failures: a, total: b }),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for EjectionReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::ConsecutiveFailures { count } => write!(f, "{count} consecutive failures"),
             Self::FailureRate { failures, total } => write!(f, "{failures} of {total} calls failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_pack_and_unpack() {
+        for r in [
+            EjectionReason::ConsecutiveFailures { count: 5 },
+            EjectionReason::FailureRate { failures: 6, total: 11 },
+            EjectionReason::FailureRate { failures: 0, total: u32::MAX >> 1 },
+        ] {
+            assert_eq!(EjectionReason::unpack(r.pack()), Some(r));
+        }
+        assert_eq!(EjectionReason::unpack(0), None);
+        assert_eq!(EjectionReason::ConsecutiveFailures { count: 5 }.to_string(), "5 consecutive failures");
+        assert_eq!(EjectionReason::FailureRate { failures: 6, total: 11 }.to_string(), "6 of 11 calls failed");
     }
 }

@@ -106,6 +106,8 @@ pub struct NodeStatus {
     pub cooldown_until: Option<Instant>,
     /// Backoff multiplier of the last ejection (0 if never ejected).
     pub ejection_multiplier: u32,
+    /// The rule behind the last ejection, if there was one.
+    pub last_ejection_reason: Option<EjectionReason>,
     /// Failed calls in a row.
     pub consecutive_failures: u32,
     /// The slow-start weight factor (1.0 when not ramping).
@@ -180,7 +182,11 @@ impl HealthMonitor {
             Outcome::Success { latency } => {
                 metrics.record_success(latency, now);
                 if !state.is_ejected(now_ns) {
-                    state.consecutive.store(0, Ordering::Relaxed);
+                    // Skip the write when there is nothing to reset: keeps the line shared
+                    // between threads recording successes for one node.
+                    if state.consecutive.load(Ordering::Relaxed) != 0 {
+                        state.consecutive.store(0, Ordering::Relaxed);
+                    }
                     state.count(now_ns / inner.bucket_ns, false);
                 }
             }
@@ -297,6 +303,7 @@ impl HealthMonitor {
             ejected_until: until(state.eject_until.load(Ordering::Relaxed)),
             cooldown_until: until(state.cooldown_until.load(Ordering::Relaxed)),
             ejection_multiplier: state.multiplier.load(Ordering::Relaxed),
+            last_ejection_reason: EjectionReason::unpack(state.last_reason.load(Ordering::Relaxed)),
             consecutive_failures: state.consecutive.load(Ordering::Relaxed),
             weight_factor: m.weight_factor(now),
         })
@@ -428,6 +435,7 @@ impl Inner {
         );
         let until_ns = now_ns.saturating_add(base.saturating_mul(u64::from(multiplier)).min(cap_ns)).max(1);
         state.multiplier.store(multiplier, Ordering::Relaxed);
+        state.last_reason.store(reason.pack(), Ordering::Relaxed);
         state.probe_failed_since_eject.store(false, Ordering::Relaxed);
         state.eject_until.store(until_ns, Ordering::Release);
         state.holds_slot.store(true, Ordering::Release);
@@ -438,7 +446,7 @@ impl Inner {
         self.schedule_slow_start(metrics);
         tracing::warn!(node = %node, region = %self.regions[node.index()], %reason, multiplier,
             ejected_for = ?until.saturating_duration_since(now), "node ejected");
-        self.publish(node, HealthEventKind::Ejected { until, reason, multiplier }, now);
+        self.publish(node, HealthEventKind::Ejected { until }, now);
     }
 
     fn cooldown(&self, node: NodeId, after: Duration, now_ns: u64, now: Instant) {

@@ -14,7 +14,9 @@ const SEQ_MOD: u64 = (1 << 24) - 1;
 /// The passive state of one node. Every field is an atomic, so recording never locks.
 ///
 /// Instants are nanoseconds since the snapshot epoch; 0 means "none".
+/// Cache-line aligned so that threads recording for different nodes never share a line.
 #[derive(Debug, Default)]
+#[repr(align(64))]
 pub(crate) struct NodeState {
     /// Failed calls since the last success or ejection.
     pub(crate) consecutive: AtomicU32,
@@ -30,6 +32,8 @@ pub(crate) struct NodeState {
     pub(crate) ejecting: AtomicBool,
     /// Whether an active probe failed since the current ejection began.
     pub(crate) probe_failed_since_eject: AtomicBool,
+    /// The rule of the last ejection, packed by `EjectionReason::pack`.
+    pub(crate) last_reason: AtomicU64,
     /// End of the current or last Retry-After cooldown.
     pub(crate) cooldown_until: AtomicU64,
 }
