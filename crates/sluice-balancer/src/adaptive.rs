@@ -84,7 +84,7 @@ impl Adaptive {
     #[inline]
     pub fn cost(&self, node: &Node, now_ns: u64) -> f64 {
         let m = node.metrics();
-        let w = select::effective_weight(node, now_ns);
+        let w = select::effective_weight_ns(node, now_ns);
         if w <= 0.0 {
             return f64::INFINITY;
         }

@@ -41,7 +41,11 @@ impl LeastConnections {
     /// The cost this strategy ranks by: `(in_flight + 1) / effective weight`, at `now_ns`
     /// (nanoseconds since the snapshot's epoch; see `PickView::now_nanos`).
     pub fn cost(node: &Node, now_ns: u64) -> f64 {
-        let w = select::effective_weight(node, now_ns);
+        Self::cost_for_weight(node, select::effective_weight_ns(node, now_ns))
+    }
+
+    #[inline]
+    fn cost_for_weight(node: &Node, w: f64) -> f64 {
         let load = f64::from(node.metrics().in_flight()) + 1.0;
         if w > 0.0 { load / w } else { f64::INFINITY }
     }
@@ -56,8 +60,10 @@ impl Default for LeastConnections {
 impl Strategy for LeastConnections {
     fn pick(&self, view: &PickView<'_>) -> Option<NodeId> {
         let mut rng = PickRng::new(view.entropy());
-        let now = view.now_nanos();
-        let cost = |id| Self::cost(view.node(id), now);
+        let cost = |id| {
+            let node = view.node(id);
+            Self::cost_for_weight(node, select::effective_weight(node, view))
+        };
         if view.len() <= self.full_scan_max {
             select::argmin(view, &mut rng, cost)
         } else {

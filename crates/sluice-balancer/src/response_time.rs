@@ -57,7 +57,7 @@ impl ResponseTimeWeighted {
 
     /// The relative pick weight of `node` at `now_ns`: effective weight / latency.
     pub fn pick_weight(&self, node: &Node, now_ns: u64) -> f64 {
-        select::effective_weight(node, now_ns) / self.latency_ns(node, now_ns)
+        select::effective_weight_ns(node, now_ns) / self.latency_ns(node, now_ns)
     }
 }
 

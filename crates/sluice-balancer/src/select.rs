@@ -5,18 +5,29 @@ use sluice_region_model::{Node, NodeId};
 
 use crate::{PickView, rng::PickRng};
 
-/// Weight × slow-start factor, as `f64`, at `now_ns` (nanoseconds since the epoch). Zero for
-/// zero-weight nodes.
+/// Weight × slow-start factor, as `f64`, at the view's time. Zero for zero-weight nodes.
 #[inline]
-pub(crate) fn effective_weight(node: &Node, now_ns: u64) -> f64 {
-    f64::from(node.weight()) * node.metrics().weight_factor_at(now_ns)
+pub(crate) fn effective_weight(node: &Node, view: &PickView<'_>) -> f64 {
+    let w = f64::from(node.weight());
+    if node.metrics().in_slow_start() { w * node.metrics().weight_factor_at(view.now_nanos()) } else { w }
 }
 
-/// Views up to this size are sampled in two passes with the weights kept on the stack; larger
-/// ones in one streaming pass with a random draw per node.
-const STACK_WEIGHTS: usize = 512;
+/// [`effective_weight`] with the time already converted.
+#[inline]
+pub(crate) fn effective_weight_ns(node: &Node, now_ns: u64) -> f64 {
+    let w = f64::from(node.weight());
+    if node.metrics().in_slow_start() { w * node.metrics().weight_factor_at(now_ns) } else { w }
+}
 
-/// Samples one candidate with probability proportional to `weight(id)`, in one pass.
+/// Weights are computed a chunk at a time into a stack buffer of this size.
+const CHUNK: usize = 64;
+
+/// Samples one candidate with probability proportional to `weight(id)`, exactly, in one pass.
+///
+/// Weights are computed a chunk of 64 at a time into a stack buffer. Across chunks it is
+/// streaming weighted sampling: chunk `c`, with total `T_c` and running total `R`, replaces the
+/// choice so far with probability `T_c / R`, and the replacement is drawn within the chunk in
+/// proportion to its weights. One random draw per chunk, not per node.
 ///
 /// Non-finite and negative weights count as zero. When every weight is zero the choice is
 /// uniform, so a non-empty view always yields a node.
@@ -26,47 +37,36 @@ pub(crate) fn weighted_random(
     rng: &mut PickRng,
     mut weight: impl FnMut(NodeId) -> f64,
 ) -> Option<NodeId> {
-    let candidates = view.candidates();
-    if candidates.len() <= STACK_WEIGHTS {
-        let mut weights = [0.0f64; STACK_WEIGHTS];
+    let mut buf = [0.0f64; CHUNK];
+    let mut running = 0.0;
+    let mut chosen = None;
+    for ids in view.candidates().chunks(CHUNK) {
         let mut total = 0.0;
-        for (slot, &id) in weights.iter_mut().zip(candidates) {
+        for (slot, &id) in buf.iter_mut().zip(ids) {
             let w = weight(id);
             let w = if w.is_finite() && w > 0.0 { w } else { 0.0 };
             *slot = w;
             total += w;
         }
-        if !(total > 0.0 && total.is_finite()) {
-            return uniform(view, rng);
-        }
-        let mut x = rng.unit() * total;
-        let mut last = None;
-        for (&w, &id) in weights.iter().zip(candidates) {
-            if w > 0.0 {
-                if x < w {
-                    return Some(id);
-                }
-                x -= w;
-                last = Some(id);
-            }
-        }
-        // Rounding left x just above the sum: the last weighted node takes it.
-        return last;
-    }
-    let mut total = 0.0;
-    let mut chosen = None;
-    for &id in candidates {
-        let w = weight(id);
-        if !(w.is_finite() && w > 0.0) {
+        if total <= 0.0 {
             continue;
         }
-        total += w;
-        // Keep the running choice with probability 1 - w/total (streaming weighted sampling).
-        if rng.unit() * total < w {
-            chosen = Some(id);
+        running += total;
+        if chosen.is_some() && rng.unit() * running >= total {
+            continue;
+        }
+        let mut x = rng.unit() * total;
+        for (&w, &id) in buf.iter().zip(ids) {
+            if w > 0.0 {
+                chosen = Some(id);
+                if x < w {
+                    break;
+                }
+                x -= w;
+            }
         }
     }
-    chosen.or_else(|| uniform(view, rng))
+    if running.is_finite() && chosen.is_some() { chosen } else { uniform(view, rng) }
 }
 
 /// A uniformly random candidate.

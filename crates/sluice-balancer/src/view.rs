@@ -1,6 +1,6 @@
 //! What a strategy sees for one pick.
 
-use std::{fmt, time::Instant};
+use std::{cell::Cell, fmt, time::Instant};
 
 use sluice_region_model::{GeoPoint, Node, NodeId, Snapshot};
 
@@ -55,12 +55,14 @@ impl From<GeoPoint> for Caller {
 /// the caller owns (a seeded one in tests).
 /// Strategies derive every random choice from it, so a pick is a pure function of the view and
 /// the strategy's own state.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct PickView<'a> {
     snapshot: &'a Snapshot,
     candidates: &'a [NodeId],
     now: Instant,
-    now_ns: u64,
+    /// `now` in nanoseconds since the snapshot's epoch, converted on first use (`u64::MAX`
+    /// until then): strategies that read no estimates never pay for the conversion.
+    now_ns: Cell<u64>,
     entropy: u64,
     caller: Option<Caller>,
 }
@@ -71,7 +73,7 @@ impl<'a> PickView<'a> {
     /// A view over `candidates` (ascending ids of `snapshot`, no duplicates).
     pub fn new(snapshot: &'a Snapshot, candidates: &'a [NodeId], now: Instant, entropy: u64) -> Self {
         debug_assert!(candidates.windows(2).all(|w| w[0] < w[1]), "candidates must be ascending and unique");
-        Self { snapshot, candidates, now, now_ns: snapshot.nanos_since_epoch(now), entropy, caller: None }
+        Self { snapshot, candidates, now, now_ns: Cell::new(u64::MAX), entropy, caller: None }
     }
 
     /// A view in which every node of `snapshot` is a candidate.
@@ -110,7 +112,13 @@ impl<'a> PickView<'a> {
     /// of `NodeMetrics`.
     #[inline]
     pub fn now_nanos(&self) -> u64 {
-        self.now_ns
+        let v = self.now_ns.get();
+        if v != u64::MAX {
+            return v;
+        }
+        let v = self.snapshot.nanos_since_epoch(self.now).min(u64::MAX - 1);
+        self.now_ns.set(v);
+        v
     }
 
     /// This pick's random value.

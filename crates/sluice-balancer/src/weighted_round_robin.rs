@@ -5,7 +5,7 @@ use std::{
     fmt,
     hash::{BuildHasher, RandomState},
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicUsize, Ordering},
     },
 };
@@ -35,8 +35,9 @@ const MAX_SKIPS: usize = 64;
 /// # Cost
 /// O(1) per pick. The interleaved cycle is computed once per snapshot (O(cycle · n), keyed on
 /// [`Snapshot::generation`]) and a pick reads the next entry. Build it ahead of the first pick
-/// with [`WeightedRoundRobin::prepare`]; a pick that meets a new snapshot rebuilds the table,
-/// which allocates once.
+/// with [`WeightedRoundRobin::prepare`]; a pick that meets a new snapshot builds its table,
+/// which allocates once. The first snapshot's table is read with a single atomic load; a
+/// later one's through an `ArcSwap`.
 ///
 /// # Concurrency
 /// Each thread advances its own cache-padded cursor (16 stripes), so two threads picking from
@@ -52,7 +53,10 @@ const MAX_SKIPS: usize = 64;
 /// Zero-weight nodes are not in the cycle; they are chosen only when the view holds nothing else.
 pub struct WeightedRoundRobin {
     seed: u64,
-    table: ArcSwap<Table>,
+    /// The table of the first snapshot seen: the common case, read with one atomic load.
+    first: OnceLock<Table>,
+    /// The table of a later snapshot, after a membership change.
+    later: ArcSwap<Table>,
 }
 
 struct Table {
@@ -89,13 +93,15 @@ impl WeightedRoundRobin {
 
     /// A strategy whose start offsets derive from `seed`.
     pub fn with_seed(seed: u64) -> Self {
-        Self { seed, table: ArcSwap::from_pointee(Table::empty()) }
+        Self { seed, first: OnceLock::new(), later: ArcSwap::from_pointee(Table::empty()) }
     }
 
     /// Precomputes the cycle for `snapshot`, so that picks on it never allocate.
     pub fn prepare(&self, snapshot: &Snapshot) {
-        if self.table.load().generation != snapshot.generation() {
-            self.table.store(Arc::new(Table::build(snapshot, self.seed)));
+        let generation = snapshot.generation();
+        let first = self.first.get_or_init(|| Table::build(snapshot, self.seed));
+        if first.generation != generation && self.later.load().generation != generation {
+            self.later.store(Arc::new(Table::build(snapshot, self.seed)));
         }
     }
 
@@ -103,7 +109,10 @@ impl WeightedRoundRobin {
     /// starting from offset 0.
     pub fn cycle(&self, snapshot: &Snapshot) -> Vec<NodeId> {
         self.prepare(snapshot);
-        self.table.load().cycle.to_vec()
+        match self.first.get() {
+            Some(t) if t.generation == snapshot.generation() => t.cycle.to_vec(),
+            _ => self.later.load().cycle.to_vec(),
+        }
     }
 
     fn pick_in(table: &Table, view: &PickView<'_>) -> Option<NodeId> {
@@ -117,7 +126,6 @@ impl WeightedRoundRobin {
             if i >= len {
                 i = 0;
             }
-            let now = view.now_nanos();
             for _ in 0..MAX_SKIPS.min(len) {
                 let id = table.cycle[i];
                 i += 1;
@@ -125,8 +133,8 @@ impl WeightedRoundRobin {
                     i = 0;
                 }
                 if view.contains(id) {
-                    let factor = view.node(id).metrics().weight_factor_at(now);
-                    if factor >= 1.0 || rng.unit() < factor {
+                    let metrics = view.node(id).metrics();
+                    if !metrics.in_slow_start() || rng.unit() < metrics.weight_factor_at(view.now_nanos()) {
                         cursor.store(i, Ordering::Relaxed);
                         return Some(id);
                     }
@@ -134,7 +142,7 @@ impl WeightedRoundRobin {
             }
             cursor.store(i, Ordering::Relaxed);
         }
-        select::weighted_random(view, &mut rng, |id| select::effective_weight(view.node(id), view.now_nanos()))
+        select::weighted_random(view, &mut rng, |id| select::effective_weight(view.node(id), view))
     }
 }
 
@@ -149,13 +157,18 @@ impl Strategy for WeightedRoundRobin {
         if view.is_empty() {
             return None;
         }
-        let table = self.table.load();
-        if table.generation == view.snapshot().generation() {
-            return Self::pick_in(&table, view);
+        let generation = view.snapshot().generation();
+        let first = self.first.get_or_init(|| Table::build(view.snapshot(), self.seed));
+        if first.generation == generation {
+            return Self::pick_in(first, view);
         }
-        drop(table);
+        let later = self.later.load();
+        if later.generation == generation {
+            return Self::pick_in(&later, view);
+        }
+        drop(later);
         let fresh = Arc::new(Table::build(view.snapshot(), self.seed));
-        self.table.store(Arc::clone(&fresh));
+        self.later.store(Arc::clone(&fresh));
         Self::pick_in(&fresh, view)
     }
 
@@ -166,11 +179,10 @@ impl Strategy for WeightedRoundRobin {
 
 impl fmt::Debug for WeightedRoundRobin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let table = self.table.load();
         f.debug_struct("WeightedRoundRobin")
             .field("seed", &self.seed)
-            .field("generation", &table.generation)
-            .field("cycle_len", &table.cycle.len())
+            .field("first_generation", &self.first.get().map(|t| t.generation))
+            .field("later_generation", &self.later.load().generation)
             .finish()
     }
 }

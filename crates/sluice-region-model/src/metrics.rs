@@ -53,6 +53,8 @@ const DECAY_SKIP_NS: u64 = 1_000_000;
 pub struct NodeMetrics {
     epoch: Instant,
     decay_ns: f64,
+    /// `1 / decay_ns`, so that the read path multiplies instead of dividing.
+    inv_decay_ns: f64,
     pub(crate) in_flight: AtomicU32,
     successes: AtomicU64,
     failures: AtomicU64,
@@ -83,6 +85,7 @@ impl NodeMetrics {
         Self {
             epoch,
             decay_ns: (decay.as_nanos() as f64).max(1.0),
+            inv_decay_ns: 1.0 / (decay.as_nanos() as f64).max(1.0),
             in_flight: AtomicU32::new(0),
             successes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
@@ -116,7 +119,12 @@ impl NodeMetrics {
 
     fn decay_factor(&self, now_ns: u64, since_ns: u64) -> f64 {
         let elapsed = now_ns.saturating_sub(since_ns);
-        if elapsed < DECAY_SKIP_NS { 1.0 } else { (-(elapsed as f64) / self.decay_ns).exp() }
+        if elapsed < DECAY_SKIP_NS {
+            return 1.0;
+        }
+        let x = elapsed as f64 * self.inv_decay_ns;
+        // Busy nodes were updated a moment ago: a second-order series is exact to 4e-5 there.
+        if x < 1.0 / 16.0 { 1.0 - x + 0.5 * x * x } else { exp_neg(x) }
     }
 
     // ----- in flight -----
@@ -348,6 +356,13 @@ impl NodeMetrics {
         self.slow_start_window_ns.store(u64::try_from(window.as_nanos()).unwrap_or(u64::MAX), Ordering::Relaxed);
         self.slow_start_floor_bits.store(floor.to_bits(), Ordering::Relaxed);
         self.slow_start_from.store(self.nanos(now).saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// Whether a slow start was begun and not ended (it may have run its full window).
+    /// A cheap check that spares callers converting the time when no node is ramping.
+    #[inline]
+    pub fn in_slow_start(&self) -> bool {
+        self.slow_start_from.load(Ordering::Relaxed) != 0
     }
 
     /// Ends any slow start at once.
