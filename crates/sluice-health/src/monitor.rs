@@ -180,21 +180,32 @@ impl HealthMonitor {
         let now_ns = inner.nanos(now);
         match outcome {
             Outcome::Success { latency } => {
+                let counted = !state.is_ejected(now_ns);
+                if counted {
+                    state.roll(now_ns, inner.bucket_ns, metrics);
+                }
                 metrics.record_success(latency, now);
-                if !state.is_ejected(now_ns) {
-                    // Skip the write when there is nothing to reset: keeps the line shared
-                    // between threads recording successes for one node.
-                    if state.consecutive.load(Ordering::Relaxed) != 0 {
-                        state.consecutive.store(0, Ordering::Relaxed);
-                    }
-                    state.count(now_ns / inner.bucket_ns, false);
+                // Skip the write when there is nothing to reset: keeps the line shared
+                // between threads recording successes for one node.
+                if counted && state.consecutive.load(Ordering::Relaxed) != 0 {
+                    state.consecutive.store(0, Ordering::Relaxed);
                 }
             }
             Outcome::Timeout | Outcome::ConnectError => {
+                let counted = !state.is_ejected(now_ns);
+                if counted {
+                    state.roll(now_ns, inner.bucket_ns, metrics);
+                }
                 metrics.record_failure(now);
-                inner.on_failure(node, now_ns, now);
+                if counted {
+                    inner.on_failure(node, now_ns, now);
+                }
             }
             Outcome::ServerError { status, retry_after } => {
+                let counted = !state.is_ejected(now_ns);
+                if counted {
+                    state.roll(now_ns, inner.bucket_ns, metrics);
+                }
                 metrics.record_failure(now);
                 let penalty = inner.config.error_penalty();
                 if !penalty.is_zero() {
@@ -205,7 +216,9 @@ impl HealthMonitor {
                 {
                     inner.cooldown(node, after, now_ns, now);
                 }
-                inner.on_failure(node, now_ns, now);
+                if counted {
+                    inner.on_failure(node, now_ns, now);
+                }
             }
             Outcome::RateLimited { retry_after } => {
                 let capped = retry_after.map(|a| a.min(inner.config.retry_after_cap()));
@@ -354,19 +367,15 @@ impl Inner {
         self.snapshot.node(node).metrics()
     }
 
+    /// Counts a failure that `record` already added to the metrics; may eject.
     fn on_failure(&self, node: NodeId, now_ns: u64, now: Instant) {
         let state = &self.nodes[node.index()];
-        if state.is_ejected(now_ns) {
-            return;
-        }
         let consecutive = state.consecutive.fetch_add(1, Ordering::Relaxed).saturating_add(1);
-        let bucket = now_ns / self.bucket_ns;
-        state.count(bucket, true);
         if consecutive >= self.config.consecutive_failures() {
             self.eject(node, EjectionReason::ConsecutiveFailures { count: consecutive }, now_ns, now);
             return;
         }
-        let w = state.window(bucket);
+        let w = state.window(now_ns, self.bucket_ns, self.metrics(node));
         let total = w.successes + w.failures;
         if total >= self.config.failure_rate_min_requests()
             && f64::from(w.failures) > self.config.failure_rate_threshold() * f64::from(total)

@@ -2,26 +2,31 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+use sluice_region_model::NodeMetrics;
+
 /// Buckets in the failure-rate window.
 pub(crate) const BUCKETS: usize = 10;
-
-const SEQ_SHIFT: u32 = 40;
-const COUNT_BITS: u32 = 20;
-const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
-/// Bucket sequence numbers are kept modulo this (24 bits); 0 marks an empty bucket.
-const SEQ_MOD: u64 = (1 << 24) - 1;
 
 /// The passive state of one node. Every field is an atomic, so recording never locks.
 ///
 /// Instants are nanoseconds since the snapshot epoch; 0 means "none".
 /// Cache-line aligned so that threads recording for different nodes never share a line.
+///
+/// # The failure-rate window
+/// The node's [`NodeMetrics`] already count successes and failures. The window keeps, for
+/// each of its [`BUCKETS`] time buckets, a snapshot of those two counters taken when the
+/// bucket's first outcome arrived (before counting it). The window's counts are the current
+/// counters minus the oldest snapshot still inside the window. So recording a call only
+/// *reads* one atomic, except for the first call of each bucket, which stores a snapshot.
 #[derive(Debug, Default)]
 #[repr(align(64))]
 pub(crate) struct NodeState {
     /// Failed calls since the last success or ejection.
     pub(crate) consecutive: AtomicU32,
-    /// Ring of time buckets; each packs `seq:24 | failures:20 | successes:20`.
-    buckets: [AtomicU64; BUCKETS],
+    /// End of the current bucket; 0 when the window is empty.
+    bucket_end: AtomicU64,
+    /// Ring of bucket snapshots.
+    snapshots: [Snapshot; BUCKETS],
     /// End of the current or last ejection.
     pub(crate) eject_until: AtomicU64,
     /// Backoff multiplier of the last ejection.
@@ -36,6 +41,15 @@ pub(crate) struct NodeState {
     pub(crate) last_reason: AtomicU64,
     /// End of the current or last Retry-After cooldown.
     pub(crate) cooldown_until: AtomicU64,
+}
+
+/// The metrics counters when one bucket began.
+#[derive(Debug, Default)]
+struct Snapshot {
+    /// Bucket index plus one; 0 = empty.
+    seq: AtomicU64,
+    /// `successes:32 | failures:32`, each the low 32 bits of the cumulative counter.
+    counts: AtomicU64,
 }
 
 /// Successes and failures in the window.
@@ -60,57 +74,63 @@ impl NodeState {
         now_ns < self.cooldown_until.load(Ordering::Relaxed)
     }
 
-    /// Adds one outcome to bucket number `index` (time since epoch / bucket length).
-    /// Lock-free: one CAS loop on one word.
+    /// Starts a new bucket if `now_ns` is past the current one. Call it *before* counting
+    /// the outcome in `metrics`. One atomic load on the common path.
     #[inline]
-    pub(crate) fn count(&self, index: u64, failure: bool) {
-        let seq = seq_of(index);
-        let slot = &self.buckets[(index % BUCKETS as u64) as usize];
-        let inc = if failure { 1 << COUNT_BITS } else { 1 };
-        let mut cur = slot.load(Ordering::Relaxed);
-        loop {
-            let counts = if cur >> SEQ_SHIFT == seq { cur & (COUNT_MASK << COUNT_BITS | COUNT_MASK) } else { 0 };
-            // Saturate each 20-bit count instead of carrying into its neighbour.
-            let full = if failure { (counts >> COUNT_BITS) & COUNT_MASK } else { counts & COUNT_MASK } == COUNT_MASK;
-            let new = seq << SEQ_SHIFT | if full { counts } else { counts + inc };
-            match slot.compare_exchange_weak(cur, new, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return,
-                Err(actual) => cur = actual,
-            }
+    pub(crate) fn roll(&self, now_ns: u64, bucket_ns: u64, metrics: &NodeMetrics) {
+        if now_ns < self.bucket_end.load(Ordering::Relaxed) {
+            return;
         }
+        self.start_bucket(now_ns, bucket_ns, metrics);
     }
 
-    /// Sums the buckets of the window that ends in bucket number `index`.
-    #[inline]
-    pub(crate) fn window(&self, index: u64) -> WindowCounts {
-        let cur = seq_of(index);
-        let mut counts = WindowCounts { successes: 0, failures: 0 };
-        for slot in &self.buckets {
-            let v = slot.load(Ordering::Relaxed);
-            let seq = v >> SEQ_SHIFT;
-            // Age in buckets, modulo the sequence space; empty slots (seq 0) never match.
-            let age = (cur + SEQ_MOD - seq) % SEQ_MOD;
-            if seq != 0 && age < BUCKETS as u64 && age <= index {
-                counts.successes += (v & COUNT_MASK) as u32;
-                counts.failures += ((v >> COUNT_BITS) & COUNT_MASK) as u32;
+    #[cold]
+    fn start_bucket(&self, now_ns: u64, bucket_ns: u64, metrics: &NodeMetrics) {
+        let index = now_ns / bucket_ns;
+        let end = index.saturating_add(1).saturating_mul(bucket_ns);
+        // Whoever moves the end forward takes the snapshot; racing threads see it moved.
+        if self.bucket_end.fetch_max(end, Ordering::AcqRel) >= end {
+            return;
+        }
+        let slot = &self.snapshots[(index % BUCKETS as u64) as usize];
+        slot.counts.store(pack(metrics.successes(), metrics.failures()), Ordering::Relaxed);
+        slot.seq.store(index + 1, Ordering::Release);
+    }
+
+    /// The outcomes counted by `metrics` since the oldest bucket of the window that ends at
+    /// `now_ns`.
+    pub(crate) fn window(&self, now_ns: u64, bucket_ns: u64, metrics: &NodeMetrics) -> WindowCounts {
+        let index = now_ns / bucket_ns;
+        let mut oldest: Option<(u64, u64)> = None;
+        for slot in &self.snapshots {
+            let seq = slot.seq.load(Ordering::Acquire);
+            let Some(i) = seq.checked_sub(1) else { continue };
+            if i <= index && index - i < BUCKETS as u64 && oldest.is_none_or(|(o, _)| i < o) {
+                oldest = Some((i, slot.counts.load(Ordering::Relaxed)));
             }
         }
-        counts
+        let Some((_, counts)) = oldest else { return WindowCounts { successes: 0, failures: 0 } };
+        let (s0, f0) = unpack(counts);
+        let (s1, f1) = unpack(pack(metrics.successes(), metrics.failures()));
+        WindowCounts { successes: s1.wrapping_sub(s0), failures: f1.wrapping_sub(f0) }
     }
 
     /// Forgets every outcome (after an ejection, so that old failures do not eject again).
     pub(crate) fn clear_window(&self) {
-        for b in &self.buckets {
-            b.store(0, Ordering::Relaxed);
+        for slot in &self.snapshots {
+            slot.seq.store(0, Ordering::Relaxed);
         }
+        self.bucket_end.store(0, Ordering::Release);
         self.consecutive.store(0, Ordering::Relaxed);
     }
 }
 
-/// The sequence number stored for bucket `index`: never 0, which marks an empty slot.
-#[inline]
-fn seq_of(index: u64) -> u64 {
-    index % SEQ_MOD + 1
+fn pack(successes: u64, failures: u64) -> u64 {
+    (successes & 0xFFFF_FFFF) << 32 | (failures & 0xFFFF_FFFF)
+}
+
+fn unpack(v: u64) -> (u32, u32) {
+    ((v >> 32) as u32, v as u32)
 }
 
 /// The multiplier of a new ejection at `now_ns`: the last one's, minus one per full `decay_ns`
@@ -124,40 +144,49 @@ pub(crate) fn next_multiplier(last: u32, last_end_ns: u64, now_ns: u64, decay_ns
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use super::*;
 
-    #[test]
-    fn window_counts_and_slides() {
-        let s = NodeState::default();
-        s.count(0, false);
-        s.count(0, true);
-        s.count(5, true);
-        assert_eq!(s.window(5), WindowCounts { successes: 1, failures: 2 });
-        // Bucket 0 leaves the window once index 10 is reached.
-        assert_eq!(s.window(10), WindowCounts { successes: 0, failures: 1 });
-        // A bucket reused ten slots later starts from zero.
-        s.count(10, false);
-        assert_eq!(s.window(10), WindowCounts { successes: 1, failures: 1 });
-        assert_eq!(s.window(30), WindowCounts { successes: 0, failures: 0 });
-        s.count(30, true);
-        s.clear_window();
-        assert_eq!(s.window(30), WindowCounts { successes: 0, failures: 0 });
+    const B: u64 = 1_000;
+
+    /// Records like `HealthMonitor::record` does: roll, then count in the metrics.
+    fn outcome(s: &NodeState, m: &NodeMetrics, now_ns: u64, failure: bool) {
+        s.roll(now_ns, B, m);
+        let now = m.epoch() + Duration::from_nanos(now_ns);
+        if failure { m.record_failure(now) } else { m.record_success(Duration::from_millis(1), now) }
     }
 
     #[test]
-    fn window_survives_sequence_wrap_and_saturates() {
+    fn window_counts_and_slides() {
+        let m = NodeMetrics::new(Instant::now(), Duration::from_secs(10));
         let s = NodeState::default();
-        let base = SEQ_MOD - 3;
-        for i in 0..6 {
-            s.count(base + i, i % 2 == 0);
-        }
-        assert_eq!(s.window(base + 5), WindowCounts { successes: 3, failures: 3 });
-        let one = NodeState::default();
-        for _ in 0..(COUNT_MASK + 5) {
-            one.count(7, true);
-        }
-        one.count(7, false);
-        assert_eq!(one.window(7), WindowCounts { successes: 1, failures: COUNT_MASK as u32 });
+        assert_eq!(s.window(0, B, &m), WindowCounts { successes: 0, failures: 0 });
+        outcome(&s, &m, 0, false);
+        outcome(&s, &m, 10, true);
+        outcome(&s, &m, 5 * B, true);
+        assert_eq!(s.window(5 * B, B, &m), WindowCounts { successes: 1, failures: 2 });
+        // Bucket 0 leaves the window once index 10 is reached: the window then starts at
+        // bucket 5.
+        assert_eq!(s.window(10 * B, B, &m), WindowCounts { successes: 0, failures: 1 });
+        outcome(&s, &m, 10 * B, false);
+        assert_eq!(s.window(10 * B, B, &m), WindowCounts { successes: 1, failures: 1 });
+        // A window with no bucket left is empty, and the next outcome starts a new one.
+        assert_eq!(s.window(30 * B, B, &m), WindowCounts { successes: 0, failures: 0 });
+        outcome(&s, &m, 30 * B, true);
+        assert_eq!(s.window(30 * B, B, &m), WindowCounts { successes: 0, failures: 1 });
+        s.clear_window();
+        assert_eq!(s.window(30 * B, B, &m), WindowCounts { successes: 0, failures: 0 });
+        outcome(&s, &m, 30 * B + 1, false);
+        assert_eq!(s.window(30 * B + 1, B, &m), WindowCounts { successes: 1, failures: 0 });
+    }
+
+    #[test]
+    fn counters_wrap_cleanly() {
+        assert_eq!(unpack(pack(u64::from(u32::MAX) + 3, 7)), (2, 7));
+        let (s0, _) = unpack(pack(u64::from(u32::MAX), 0));
+        let (s1, _) = unpack(pack(u64::from(u32::MAX) + 5, 0));
+        assert_eq!(s1.wrapping_sub(s0), 5);
     }
 
     #[test]
