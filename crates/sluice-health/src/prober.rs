@@ -31,7 +31,11 @@ impl HealthMonitor {
     ///
     /// Results go through the rise/fall hysteresis of `config` and are written into each
     /// node's [`HealthState`]; transitions are published as [`HealthEvent`](crate::HealthEvent)s.
-    /// A successful probe also records its round trip with `NodeMetrics::record_probe_rtt`.
+    /// A successful probe also records its round trip with `NodeMetrics::record_probe_rtt`,
+    /// and may end a passive ejection early (see the crate docs).
+    ///
+    /// Spawn one prober per monitor: two probers would each keep their own hysteresis and
+    /// overwrite each other's verdicts.
     ///
     /// # Panics
     /// If called outside a tokio runtime.

@@ -361,3 +361,32 @@ fn the_ejection_cap_holds_under_concurrent_recording() {
     // Something was ejected at all.
     assert!((0..8).any(|n| m.status(id(n), t0).unwrap().ejection_multiplier > 0));
 }
+
+proptest::proptest! {
+    /// Passive hysteresis: a node is ejected exactly when its run of failures reaches the
+    /// threshold, never earlier, whatever the sequence of outcomes.
+    #[test]
+    fn ejection_never_comes_before_the_consecutive_threshold(
+        threshold in 1u32..8,
+        outcomes in proptest::collection::vec(proptest::bool::ANY, 0..64),
+    ) {
+        let config = OutlierConfig::builder()
+            .consecutive_failures(threshold)
+            .failure_rate_min_requests(u32::MAX)
+            .build()
+            .unwrap();
+        let (m, t0) = monitor(2, config);
+        let mut run = 0;
+        for (i, failed) in outcomes.into_iter().enumerate() {
+            let now = t0 + MS * i as u32;
+            let outcome = if failed { Outcome::Timeout } else { Outcome::Success { latency: MS } };
+            m.record(id(0), outcome, now);
+            run = if failed { run + 1 } else { 0 };
+            let ejected = m.status(id(0), now).unwrap().ejected_until.is_some();
+            proptest::prop_assert_eq!(ejected, run >= threshold, "after outcome {} (run {})", i, run);
+            if ejected {
+                break;
+            }
+        }
+    }
+}
