@@ -24,7 +24,7 @@ fn million() -> Scenario {
 fn one_million_calls(c: &mut Criterion) {
     let scenario = million();
     let mut group = c.benchmark_group("simulate-1M-calls");
-    group.sample_size(10).warm_up_time(Duration::from_millis(100)).measurement_time(Duration::from_secs(10));
+    group.sample_size(10).warm_up_time(Duration::from_millis(100)).measurement_time(Duration::from_secs(12));
     for contender in [
         Contender::Oracle,
         Contender::Strategy(StrategyKind::Adaptive),

@@ -105,9 +105,34 @@ pub fn simulate_with_progress(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<RunReport, SimError> {
     scenario.validate()?;
-    let mut sim = Sim::new(scenario, contender)?;
+    let mut sim = Sim::new(scenario, RouterSpec::Contender(contender))?;
     sim.run(progress);
     Ok(sim.collector.finish(scenario, contender.name()))
+}
+
+/// Runs `scenario` with a strategy of your own (any [`Strategy`], such as a tuned
+/// `Adaptive`), fed by the real `HealthMonitor` exactly as the built-in strategies are.
+///
+/// The report's `strategy` field is `strategy.name()`.
+///
+/// # Errors
+/// See [`simulate`].
+pub fn simulate_strategy(
+    scenario: &Scenario,
+    strategy: Box<dyn Strategy>,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<RunReport, SimError> {
+    scenario.validate()?;
+    let name = strategy.name();
+    let mut sim = Sim::new(scenario, RouterSpec::Custom(strategy))?;
+    sim.run(progress);
+    Ok(sim.collector.finish(scenario, name))
+}
+
+/// What [`Sim::new`] builds its router from.
+enum RouterSpec {
+    Contender(Contender),
+    Custom(Box<dyn Strategy>),
 }
 
 // ===== the model =====
@@ -202,7 +227,7 @@ const ERROR_SERVICE_NS: u64 = 20_000_000;
 // ===== impl Sim =====
 
 impl<'s> Sim<'s> {
-    fn new(scenario: &'s Scenario, contender: Contender) -> Result<Self, SimError> {
+    fn new(scenario: &'s Scenario, spec: RouterSpec) -> Result<Self, SimError> {
         let t0 = Instant::now();
         let regions = scenario.regions.iter().map(|r| {
             Region::new(r.id.clone(), format!("https://{}.sim.invalid/v1", r.id), GeoPoint::new(r.lat, r.lon))
@@ -247,10 +272,13 @@ impl<'s> Sim<'s> {
                     .collect(),
             })
             .collect();
-        let router = match contender {
-            Contender::Oracle => Router::Oracle,
-            Contender::NaiveBaseline => Router::Naive(NaiveBaseline::new(snapshot.len())),
-            Contender::Strategy(kind) => Router::Real(build_strategy(kind, &snapshot, scenario.seed, t0)),
+        let router = match spec {
+            RouterSpec::Contender(Contender::Oracle) => Router::Oracle,
+            RouterSpec::Contender(Contender::NaiveBaseline) => Router::Naive(NaiveBaseline::new(snapshot.len())),
+            RouterSpec::Contender(Contender::Strategy(kind)) => {
+                Router::Real(build_strategy(kind, &snapshot, scenario.seed, t0))
+            }
+            RouterSpec::Custom(strategy) => Router::Real(strategy),
         };
         let seed = scenario.seed;
         Ok(Self {

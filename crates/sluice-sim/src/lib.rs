@@ -12,7 +12,7 @@ mod scenario;
 
 #[doc(inline)]
 pub use self::{
-    engine::{Contender, Progress, simulate, simulate_with_progress},
+    engine::{Contender, Progress, simulate, simulate_strategy, simulate_with_progress},
     error::SimError,
     naive::{NAIVE_PROBE_INTERVAL, NAIVE_STRIKES, NaiveBaseline},
     report::{FailureReport, Percentiles, RESUME_SHARE, Report, RunReport, STOP_GAP_S, ScenarioReport, ShareSeries},

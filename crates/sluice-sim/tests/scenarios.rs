@@ -191,3 +191,16 @@ fn scenario_from_toml_runs() {
     assert_eq!(f.kind, "errors");
     assert!(f.failed_attempts > 0 && f.time_to_stop_s.is_some(), "{f:?}");
 }
+
+#[test]
+fn a_custom_strategy_runs_through_the_same_path() {
+    let scenario = Scenario::builtin("degrade").unwrap().time_scaled(0.2);
+    let built_in = simulate(&scenario, Contender::Strategy(StrategyKind::Adaptive)).unwrap();
+    let custom =
+        sluice_sim::simulate_strategy(&scenario, Box::new(sluice_balancer::Adaptive::new()), &mut |_| {}).unwrap();
+    assert_eq!(custom, built_in);
+    // A different setting is a different run.
+    let tuned = sluice_balancer::Adaptive::builder().full_scan_max(0).build().unwrap();
+    let tuned = sluice_sim::simulate_strategy(&scenario, Box::new(tuned), &mut |_| {}).unwrap();
+    assert_ne!(tuned, built_in);
+}
