@@ -1,3 +1,5 @@
-//! The `sluice` command.
+//! The `sluice` command; see `sluice --help`.
 
-fn main() {}
+fn main() -> std::process::ExitCode {
+    sluice_cli::main_entry()
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests: the built `sluice` binary against loopback mock regions.
+
+mod support;
+
+// check-config, probe and chat.
+mod commands;
+// serve, with async-openai as a real third-party client.
+mod serve;
