@@ -1,1 +1,1 @@
-//! Cross-crate benchmarks for sluice; the code lives in `benches/`.
+//! Cross-crate benchmarks for sluice; the benches live in `benches/`.
