@@ -31,7 +31,7 @@ struct Verb {
 /// Every verb, in the order `help` lists them. Add new verbs here.
 const VERBS: &[Verb] = &[
     Verb { name: "ci", about: "run every check CI runs: fmt, clippy, test (incl. tidy), doc", run: ci::run },
-    Verb { name: "bench", about: "run the benchmarks (not yet implemented)", run: bench::run },
+    Verb { name: "bench", about: "run the benches and the simulator, write docs/benchmarks.md", run: bench::run },
 ];
 
 fn main() -> ExitCode {
