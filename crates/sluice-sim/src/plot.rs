@@ -103,7 +103,8 @@ where
             .y_label_formatter(&|y| format!("{}%", 100.0 * (1.0 - 10f64.powf(-y))))
             .x_label_formatter(&|x| format!("{x:.0}"));
     } else {
-        mesh.x_labels(0).y_labels(0);
+        // Grid lines without their labels: transparent text is never rasterised.
+        mesh.y_labels(5).label_style(("sans-serif", 12).into_font().color(&TRANSPARENT));
     }
     mesh.draw()?;
     for (i, r) in report.runs.iter().enumerate() {
@@ -151,7 +152,7 @@ where
     if text {
         mesh.x_desc("simulated time (s)").y_desc("share of attempts (%)");
     } else {
-        mesh.x_labels(0).y_labels(0);
+        mesh.label_style(("sans-serif", 12).into_font().color(&TRANSPARENT));
     }
     mesh.draw()?;
     for (g, group) in s.groups.iter().enumerate() {
