@@ -210,3 +210,46 @@ async fn rejected_credentials_are_returned_unless_another_key_exists() {
     assert_eq!(b.state.auth.lock().last().unwrap(), "Bearer sk-tokyo-key");
     assert_eq!(a.state.auth.lock().last().unwrap(), "Bearer sk-test-secret-key");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_stop_at_max_attempts() {
+    let mut regions = Vec::new();
+    for id in ["seoul", "tokyo", "singapore", "frankfurt"] {
+        let r = MockRegion::start(id).await;
+        r.always(Reply::Status(502, vec![]));
+        regions.push(r);
+    }
+    let client = builder()
+        .regions(regions.iter().enumerate().map(|(i, r)| r.region(sluice_region_model::GeoPoint::new(i as f64, 0.0))))
+        .failover(sluice_client::FailoverPolicy::default().max_attempts(3))
+        .build()
+        .unwrap();
+    let err = client.chat_completions(request()).await.unwrap_err();
+    assert_eq!(err.status(), Some(502));
+    assert_eq!(err.failed_attempts().len(), 3);
+    assert_eq!(regions.iter().map(MockRegion::chat_hits).sum::<usize>(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forbidden_is_a_credentials_error_too() {
+    let a = MockRegion::start("seoul").await;
+    a.always(Reply::Status(403, vec![]));
+    let b = MockRegion::start("tokyo").await;
+    let client = builder().regions([a.region(SEOUL), b.region(TOKYO)]).build().unwrap();
+    let err = client.chat_completions_with(request(), &prefer("seoul")).await.unwrap_err();
+    assert_eq!(err.kind(), &ErrorKind::Credentials { region: "seoul".into(), status: 403 });
+    assert_eq!((a.chat_hits(), b.chat_hits()), (1, 0));
+}
+
+/// A redirect is not followed: the key must never reach a host we were not configured with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_not_followed() {
+    let elsewhere = MockRegion::start("elsewhere").await;
+    let a = MockRegion::start("seoul").await;
+    a.always(Reply::Status(307, vec![("location", format!("{}/chat/completions", elsewhere.url()))]));
+    let client = builder().region(a.region(SEOUL)).build().unwrap();
+    let err = client.chat_completions(request()).await.unwrap_err();
+    assert_eq!(err.status(), Some(307));
+    assert_eq!((a.chat_hits(), elsewhere.chat_hits()), (1, 0));
+    assert!(elsewhere.state.auth.lock().is_empty());
+}
