@@ -77,6 +77,17 @@ pub(crate) async fn first_event(
     }
 }
 
+/// Reports a committed stream's failure to health and builds the error item.
+fn cut(inner: &Inner, meta: &ResponseMeta, kind: ErrorKind, outcome: Outcome, source: Option<BoxError>) -> Error {
+    inner.health.record(meta.node, outcome, now());
+    tracing::warn!(region = %meta.region, "stream cut after its first chunk");
+    let error = Error::new(kind);
+    match source {
+        Some(s) => error.with_source(s),
+        None => error,
+    }
+}
+
 /// A committed chat completion stream: typed chunks until `[DONE]`.
 ///
 /// A stream cut before `[DONE]` (the connection drops, an error event arrives, a chunk does
@@ -127,13 +138,7 @@ impl ChatStream {
     ) -> Poll<Option<Result<ChatCompletionChunk, Error>>> {
         self.done = true;
         self.guard = None;
-        self.inner.health.record(self.meta.node, outcome, now());
-        tracing::warn!(region = %self.meta.region, "stream cut after its first chunk");
-        let error = Error::new(kind);
-        Poll::Ready(Some(Err(match source {
-            Some(s) => error.with_source(s),
-            None => error,
-        })))
+        Poll::Ready(Some(Err(cut(&self.inner, &self.meta, kind, outcome, source))))
     }
 }
 
@@ -312,14 +317,11 @@ impl RawBody {
     ) -> Poll<Option<Result<Bytes, Error>>> {
         self.done = true;
         self.guard = None;
-        if let (Some(inner), Some(meta)) = (&self.inner, &self.meta) {
-            inner.health.record(meta.node, outcome, now());
-        }
-        let error = Error::new(kind);
-        Poll::Ready(Some(Err(match source {
-            Some(s) => error.with_source(s),
-            None => error,
-        })))
+        let error = match (&self.inner, &self.meta) {
+            (Some(inner), Some(meta)) => cut(inner, meta, kind, outcome, source),
+            _ => Error::new(kind),
+        };
+        Poll::Ready(Some(Err(error)))
     }
 }
 
