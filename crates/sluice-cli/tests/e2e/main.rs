@@ -4,5 +4,7 @@ mod support;
 
 // check-config, probe and chat.
 mod commands;
+// demo --quick.
+mod demo;
 // serve, with async-openai as a real third-party client.
 mod serve;
