@@ -798,6 +798,24 @@ lon = -77.0
     }
 
     #[test]
+    fn readme_examples_parse_and_show_the_defaults() {
+        for md in [include_str!("../README.md"), include_str!("../../../README.md")] {
+            let block = md.split("```toml\n").nth(1).and_then(|b| b.split("```").next()).expect("a toml block");
+            let c = Config::parse("README.md", block).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!c.region_ids().is_empty());
+        }
+        let c = Config::parse(
+            "README.md",
+            include_str!("../README.md").split("```toml\n").nth(1).unwrap().split("```").next().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(c.probe, ProbeConfig::default());
+        assert_eq!(c.outlier, OutlierConfig::default());
+        assert_eq!(c.failover, FailoverPolicy::default());
+        assert_eq!(c.timeouts, Timeouts::default());
+    }
+
+    #[test]
     fn durations() {
         let d = |s: &str| s.parse::<Dur>().map(|d| d.0);
         assert_eq!(d("250ms").unwrap(), Duration::from_millis(250));
