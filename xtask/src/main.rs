@@ -5,6 +5,7 @@
 //! Tidy checks are not a verb: they are `#[test]`s in `tidy.rs`, so `cargo test` alone runs them.
 
 mod bench;
+mod bench_serve;
 mod ci;
 #[cfg(test)]
 mod tidy;
@@ -32,6 +33,7 @@ struct Verb {
 const VERBS: &[Verb] = &[
     Verb { name: "ci", about: "run every check CI runs: fmt, clippy, test (incl. tidy), doc", run: ci::run },
     Verb { name: "bench", about: "run the benches and the simulator, write docs/benchmarks.md", run: bench::run },
+    Verb { name: "bench-serve", about: "p50/p99 overhead of sluice serve vs the mocks", run: bench_serve::run },
 ];
 
 fn main() -> ExitCode {

@@ -1,16 +1,230 @@
-//! `sluice bench-serve` (hidden): the proxy's overhead against calling the mocks directly.
+//! `sluice bench-serve` (hidden; run it through `cargo xtask bench-serve`): the latency that
+//! `sluice serve` adds, measured against calling the same loopback mock directly, in one run.
+//!
+//! An open-loop generator sends plain chat calls at a fixed rate (bounded in count, time and
+//! calls in flight) first straight to a zero-latency mock region, then through a `sluice serve`
+//! child process in front of the same mock, and compares p50 and p99.
 
-use std::process::ExitCode;
+use std::{
+    io::{BufRead, BufReader},
+    process::{ExitCode, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use clap::Args;
+use hdrhistogram::Histogram;
+use parking_lot::Mutex;
+use tokio::{sync::Semaphore, time::Instant};
 
-use crate::CliError;
+use crate::{CliError, mock::MockRegion, table::Table};
 
 /// Options of `sluice bench-serve`.
 #[derive(Debug, Args)]
-pub(crate) struct BenchArgs {}
+pub(crate) struct BenchArgs {
+    /// Request rates to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
+    rates: Vec<u32>,
+    /// Measured seconds per rate and path.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Unmeasured warm-up seconds before each measurement.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+}
 
-/// Runs the benchmark.
-pub(crate) async fn run(_args: BenchArgs) -> Result<ExitCode, CliError> {
-    Err(CliError::Unavailable("not yet".to_owned()))
+/// Most calls in flight at once; beyond this a call is counted as dropped, not queued.
+const MAX_IN_FLIGHT: usize = 2048;
+
+struct Measurement {
+    latencies: Histogram<u64>,
+    errors: u64,
+    dropped: u64,
+    late: u64,
+}
+
+/// Runs the benchmark and prints the table.
+pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
+    if args.rates.is_empty() || args.rates.iter().any(|r| *r == 0 || *r > 50_000) {
+        return Err(CliError::Usage("--rates must be between 1 and 50000 calls per second".to_owned()));
+    }
+    if !(0.5..=120.0).contains(&args.seconds) || !(0.0..=30.0).contains(&args.warmup) {
+        return Err(CliError::Usage("--seconds must be in 0.5..=120 and --warmup in 0..=30".to_owned()));
+    }
+    let mock = MockRegion::start("bench-1", "Bench", Duration::ZERO)
+        .await
+        .map_err(|e| CliError::Failed(format!("cannot start the mock region: {e}")))?;
+    let dir = std::env::temp_dir().join(format!("sluice-bench-serve-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| CliError::Failed(format!("cannot create {}: {e}", dir.display())))?;
+    let config = dir.join("bench.toml");
+    let text = format!(
+        "[[region]]\nid = \"bench-1\"\nname = \"Bench\"\nurl = \"{}\"\nlat = 37.56\nlon = 126.97\n",
+        mock.url()
+    );
+    std::fs::write(&config, text).map_err(|e| CliError::Failed(format!("cannot write the config: {e}")))?;
+
+    let exe = std::env::current_exe().map_err(|e| CliError::Failed(format!("cannot find this program: {e}")))?;
+    let mut child = std::process::Command::new(exe)
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .args(["--listen", "127.0.0.1:0"])
+        .env_remove("OPENAI_API_KEY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| CliError::Failed(format!("cannot start sluice serve: {e}")))?;
+    let stdout = child.stdout.take().ok_or_else(|| CliError::Failed("no stdout from sluice serve".to_owned()))?;
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        line
+    })
+    .await
+    .unwrap_or_default();
+    let addr = line.split("http://").nth(1).and_then(|r| r.split_whitespace().next()).map(str::to_owned);
+    let Some(addr) = addr else {
+        let _ = child.kill();
+        return Err(CliError::Failed(format!("sluice serve did not start: `{}`", line.trim())));
+    };
+
+    let direct_url = format!("{}/chat/completions", mock.url());
+    let proxy_url = format!("http://{addr}/v1/chat/completions");
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(MAX_IN_FLIGHT)
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| CliError::Failed(format!("cannot build the http client: {e}")))?;
+    let body = bytes::Bytes::from_static(
+        br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"ping"}],"temperature":0}"#,
+    );
+
+    let seconds = Duration::from_secs_f64(args.seconds);
+    let warmup = Duration::from_secs_f64(args.warmup);
+    let mut rows = Vec::new();
+    println!(
+        "bench-serve: {}s per rate and path after {}s warm-up, plain chat calls, one zero-latency mock on 127.0.0.1",
+        args.seconds, args.warmup
+    );
+    for &rate in &args.rates {
+        let mut pair = Vec::new();
+        for (name, url) in [("direct", &direct_url), ("serve", &proxy_url)] {
+            if !warmup.is_zero() {
+                let _ = load(&http, url, &body, rate, warmup).await;
+            }
+            let m = load(&http, url, &body, rate, seconds).await;
+            println!(
+                "  {rate:>5} rps {name:<6}: {} ok, {} errors, {} dropped, {} sent late (>2 ms), p50 {} p99 {}",
+                m.latencies.len(),
+                m.errors,
+                m.dropped,
+                m.late,
+                us(m.latencies.value_at_quantile(0.5)),
+                us(m.latencies.value_at_quantile(0.99))
+            );
+            pair.push(m);
+        }
+        rows.push((rate, pair));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let mut table = Table::new(&[
+        "rate",
+        "direct p50",
+        "direct p99",
+        "serve p50",
+        "serve p99",
+        "overhead p50",
+        "overhead p99",
+        "errors",
+    ]);
+    let mut failed = false;
+    for (rate, pair) in &rows {
+        let (d, s) = (&pair[0], &pair[1]);
+        let q = |m: &Measurement, x: f64| m.latencies.value_at_quantile(x);
+        let (d50, d99, s50, s99) = (q(d, 0.5), q(d, 0.99), q(s, 0.5), q(s, 0.99));
+        failed |= d.errors + s.errors > 0;
+        table.row(vec![
+            format!("{rate} rps"),
+            us(d50),
+            us(d99),
+            us(s50),
+            us(s99),
+            signed_us(s50, d50),
+            signed_us(s99, d99),
+            format!("{} + {}", d.errors + d.dropped, s.errors + s.dropped),
+        ]);
+    }
+    println!();
+    print!("{}", table.render());
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Sends `rate` calls per second for `duration`, open loop, and measures each call from the
+/// moment it is sent to the end of its body.
+async fn load(http: &reqwest::Client, url: &str, body: &bytes::Bytes, rate: u32, duration: Duration) -> Measurement {
+    let latencies = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")));
+    let errors = Arc::new(AtomicU64::new(0));
+    let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let total = (f64::from(rate) * duration.as_secs_f64()).round() as u64;
+    let period = Duration::from_secs_f64(1.0 / f64::from(rate));
+    let start = Instant::now();
+    let mut dropped = 0;
+    let mut late = 0;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..total {
+        let at = start + period.mul_f64(i as f64);
+        tokio::time::sleep_until(at).await;
+        if Instant::now().duration_since(at) > Duration::from_millis(2) {
+            late += 1;
+        }
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            dropped += 1;
+            continue;
+        };
+        let (http, url, body) = (http.clone(), url.to_owned(), body.clone());
+        let (latencies, errors) = (Arc::clone(&latencies), Arc::clone(&errors));
+        tasks.spawn(async move {
+            let sent = std::time::Instant::now();
+            let result = async {
+                let r = http.post(url).header("content-type", "application/json").body(body).send().await?;
+                let ok = r.status().is_success();
+                r.bytes().await.map(|_| ok)
+            }
+            .await;
+            let took = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX).max(1);
+            match result {
+                Ok(true) => {
+                    let _ = latencies.lock().record(took);
+                }
+                _ => {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            drop(permit);
+        });
+        // Reap finished tasks now and then so that the set stays small.
+        while let Some(done) = tasks.try_join_next() {
+            let _ = done;
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    let latencies = std::mem::replace(&mut *latencies.lock(), Histogram::new(1).expect("valid"));
+    Measurement { latencies, errors: errors.load(Ordering::Relaxed), dropped, late }
+}
+
+fn us(v: u64) -> String {
+    if v >= 10_000 { format!("{:.1} ms", v as f64 / 1000.0) } else { format!("{v} µs") }
+}
+
+fn signed_us(a: u64, b: u64) -> String {
+    let d = a as i64 - b as i64;
+    if d.abs() >= 10_000 { format!("{:+.1} ms", d as f64 / 1000.0) } else { format!("{d:+} µs") }
 }
