@@ -117,9 +117,17 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
             if !warmup.is_zero() {
                 let _ = load(&http, url, &body, rate, warmup).await;
             }
+            let cpu_before = cpu_ticks(child.id());
             let m = load(&http, url, &body, rate, seconds).await;
+            let cpu = match (cpu_before, cpu_ticks(child.id())) {
+                // Clock ticks are 10 ms on Linux.
+                (Some(a), Some(b)) if name == "serve" && !m.latencies.is_empty() => {
+                    format!(", serve CPU {:.0} µs per call", (b - a) as f64 * 10_000.0 / m.latencies.len() as f64)
+                }
+                _ => String::new(),
+            };
             println!(
-                "  {rate:>5} rps {name:<6}: {} ok, {} errors, {} dropped, {} sent late (>2 ms), p50 {} p99 {}",
+                "  {rate:>5} rps {name:<6}: {} ok, {} errors, {} dropped, {} sent late (>2 ms), p50 {} p99 {}{cpu}",
                 m.latencies.len(),
                 m.errors,
                 m.dropped,
@@ -218,6 +226,17 @@ async fn load(http: &reqwest::Client, url: &str, body: &bytes::Bytes, rate: u32,
     while tasks.join_next().await.is_some() {}
     let latencies = std::mem::replace(&mut *latencies.lock(), Histogram::new(1).expect("valid"));
     Measurement { latencies, errors: errors.load(Ordering::Relaxed), dropped, late }
+}
+
+/// User plus system CPU time of a process in clock ticks, from `/proc` (Linux only).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
 }
 
 fn us(v: u64) -> String {

@@ -11,7 +11,7 @@ use std::{
     process::ExitCode,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     task::{Context, Poll, ready},
     time::Duration,
@@ -84,7 +84,6 @@ struct ProxyMetrics {
     regions: Vec<RegionMetrics>,
     in_flight: Gauge,
     rejected: Counter,
-    scrapes: AtomicU64,
 }
 
 /// Runs the proxy until SIGTERM or Ctrl-C, then drains.
@@ -130,6 +129,15 @@ pub(crate) async fn run(config: &Config, options: ServeOptions) -> Result<ExitCo
         metrics,
     });
     tokio::spawn(count_health_events(Arc::clone(&state)));
+    // Histogram samples are buffered until upkeep folds them in; keep memory flat.
+    let upkeep = state.metrics.handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
 
     let app = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
@@ -238,11 +246,7 @@ async fn list_models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
 
 async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
     state.refresh_gauges();
-    let m = &state.metrics;
-    if m.scrapes.fetch_add(1, Ordering::Relaxed) % 8 == 0 {
-        m.handle.run_upkeep();
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.handle.render()).into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.handle.render()).into_response()
 }
 
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
@@ -678,7 +682,7 @@ impl ProxyMetrics {
         in_flight.set(0.0);
         let rejected = metrics::counter!("sluice_proxy_rejected_total");
         rejected.increment(0);
-        Ok(Self { handle, regions, in_flight, rejected, scrapes: AtomicU64::new(0) })
+        Ok(Self { handle, regions, in_flight, rejected })
     }
 }
 

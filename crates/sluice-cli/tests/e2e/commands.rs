@@ -141,3 +141,24 @@ async fn chat_streams_and_reports_the_region() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("chat failed"), "{stderr}");
 }
+
+#[tokio::test]
+async fn simulate_runs_a_short_scenario() {
+    let out = run(&["simulate", "--scenario", "outage", "--strategy", "adaptive", "--time-scale", "0.05"], &[]).await;
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    for needle in ["outage", "oracle", "naive-baseline", "adaptive"] {
+        assert!(stdout.contains(needle), "{needle} missing: {stdout}");
+    }
+    let out = run(&["simulate", "--scenario", "no-such-scenario"], &[]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(texts(&out).1.contains("unknown scenario `no-such-scenario`"));
+}
+
+#[tokio::test]
+async fn bench_serve_measures_both_paths() {
+    let out = run(&["bench-serve", "--rates", "100", "--seconds", "0.5", "--warmup", "0"], &[]).await;
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("overhead p99") && stdout.contains("100 rps"), "{stdout}");
+}
