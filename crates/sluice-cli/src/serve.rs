@@ -20,7 +20,7 @@ use std::{
 use axum::{
     Router,
     body::{Body, Bytes},
-    extract::State,
+    extract::{DefaultBodyLimit, State, rejection::BytesRejection},
     http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -46,6 +46,9 @@ pub(crate) const REGION_HEADER: &str = "x-sluice-region";
 pub(crate) const ATTEMPTS_HEADER: &str = "x-sluice-attempts";
 /// Request header: the caller's location, `LAT,LON` in degrees.
 pub(crate) const LOCATION_HEADER: &str = "x-sluice-location";
+
+/// Largest request body accepted (images inline as base64 make chat bodies large).
+const MAX_BODY: usize = 64 << 20;
 
 /// Buckets of the latency histogram, in seconds.
 const LATENCY_BUCKETS: &[f64] =
@@ -145,6 +148,8 @@ pub(crate) async fn run(config: &Config, options: ServeOptions) -> Result<ExitCo
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(Arc::clone(&state));
 
     println!(
@@ -236,8 +241,20 @@ async fn count_health_events(state: Arc<AppState>) {
 
 // ===== handlers =====
 
-async fn chat_completions(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
-    proxy(&state, Method::POST, "chat/completions", headers, body).await
+async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match body {
+        Ok(body) => proxy(&state, Method::POST, "chat/completions", headers, body).await,
+        Err(rejection) => {
+            state.metrics.rejected.increment(1);
+            let code =
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "invalid_body" };
+            openai_error(rejection.status(), "invalid_request_error", Some(code), &rejection.body_text())
+        }
+    }
 }
 
 async fn list_models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
@@ -269,6 +286,15 @@ async fn healthz(State(state): State<Arc<AppState>>) -> Response {
         _ => (StatusCode::OK, "ok"),
     };
     json_response(status, &json!({"status": word, "regions": regions}))
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Response {
+    openai_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        Some("method_not_allowed"),
+        &format!("{method} is not allowed on {}", uri.path()),
+    )
 }
 
 async fn not_found(method: Method, uri: axum::http::Uri) -> Response {

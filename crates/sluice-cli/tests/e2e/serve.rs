@@ -121,6 +121,9 @@ async fn headers_errors_and_passthrough() {
     // An upstream client error comes back unchanged, with its status.
     let r = http.post(&url).json(&json!({"model": "m", "messages": "not a list"})).send().await.unwrap();
     assert_eq!(r.status(), 200, "mocks accept any object");
+    let r = http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "method_not_allowed");
     let r = http.get(serve.url("/v2/nothing")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     assert!(r.json::<Value>().await.unwrap()["error"]["message"].is_string());
