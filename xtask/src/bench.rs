@@ -390,6 +390,7 @@ fn render(m: &Machine, suites: &[Suite], sim: Option<&std::result::Result<Sim, S
             Ok(estimates) if estimates.is_empty() => md.push_str("Ran, but wrote no new criterion estimates.\n\n"),
             Ok(estimates) => {
                 md.push_str(&format!("`cargo bench -p {}` took {:.0} s.\n\n", suite.package, suite.took.as_secs_f64()));
+                md.push_str("Ratio = mean / the baseline's mean; below 1× is faster than the baseline.\n\n");
                 md.push_str("| benchmark | mean | 95 % CI | vs in-run baseline |\n|---|---:|---:|---|\n");
                 for e in estimates {
                     let ratio = baseline_of(e, estimates)

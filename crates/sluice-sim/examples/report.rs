@@ -17,7 +17,8 @@ use std::{
     time::Instant,
 };
 
-use sluice_sim::{Contender, Report, Scenario, SimError, plot_cdf, plot_share};
+use sluice_balancer::StrategyKind;
+use sluice_sim::{Contender, Report, Scenario, ScenarioReport, SimError, plot_cdf, plot_share};
 
 /// Contenders whose traffic share over time gets a plot.
 const SHARE_PLOTS: [&str; 2] = ["adaptive", "naive-baseline"];
@@ -67,8 +68,10 @@ fn run() -> Result<(), String> {
     print!("{}", report.table());
     let calls: u64 = report.scenarios.iter().flat_map(|s| &s.runs).map(|r| r.calls).sum();
     eprintln!("simulated {calls} calls in {:.2} s of wall time", elapsed.as_secs_f64());
+    let targets = targets(&scenarios).map_err(|e| e.to_string())?;
+    print!("\n{targets}");
     if let Some(dir) = out {
-        write_outputs(&report, &dir).map_err(|e| e.to_string())?;
+        write_outputs(&report, &targets, &dir).map_err(|e| e.to_string())?;
         eprintln!("wrote {}", dir.display());
     }
     Ok(())
@@ -84,11 +87,11 @@ fn load(name: &str) -> Result<Scenario, String> {
     Scenario::from_toml(&text).map_err(|e| e.to_string())
 }
 
-fn write_outputs(report: &Report, dir: &Path) -> Result<(), SimError> {
+fn write_outputs(report: &Report, targets: &str, dir: &Path) -> Result<(), SimError> {
     let img = dir.join("img");
     fs::create_dir_all(&img).map_err(|e| io_error(&img, e))?;
     write(&dir.join("sim-report.json"), &report.to_json())?;
-    write(&dir.join("sim-report.md"), &markdown(report))?;
+    write(&dir.join("sim-report.md"), &format!("{targets}\n{}", markdown(report)))?;
     for s in &report.scenarios {
         for ext in ["svg", "png"] {
             plot_cdf(s, &img.join(format!("sim-cdf-{}.{ext}", s.scenario)))?;
@@ -108,6 +111,76 @@ fn write(path: &Path, text: &str) -> Result<(), SimError> {
 
 fn io_error(path: &Path, source: std::io::Error) -> SimError {
     SimError::Io { path: path.display().to_string(), source }
+}
+
+/// Seeds over which the targets of the issue are checked.
+const TARGET_SEEDS: std::ops::RangeInclusive<u64> = 1..=5;
+
+/// The targets of the issue, checked over [`TARGET_SEEDS`] for the scenarios given that have
+/// one (`degrade`, `hot-spot`, `outage`), as Markdown.
+fn targets(scenarios: &[Scenario]) -> Result<String, SimError> {
+    let contenders = [
+        Contender::Oracle,
+        Contender::Strategy(StrategyKind::Adaptive),
+        Contender::Strategy(StrategyKind::WeightedRoundRobin),
+    ];
+    let mut md = format!(
+        "### Targets, seeds {}–{}\n\n| scenario | target | measured (min – max over seeds) | met in |\n|---|---|---|---|\n",
+        TARGET_SEEDS.start(),
+        TARGET_SEEDS.end()
+    );
+    let range = |v: &[f64], unit: &str| {
+        let (lo, hi) = v.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &x| (l.min(x), h.max(x)));
+        let digits = if unit.is_empty() { 0 } else { 2 };
+        format!("{lo:.digits$}{unit} – {hi:.digits$}{unit}")
+    };
+    let seeds = TARGET_SEEDS.count();
+    for base in scenarios.iter().filter(|s| ["degrade", "hot-spot", "outage"].contains(&s.name.as_str())) {
+        let mut vs_oracle = Vec::new();
+        let mut vs_wrr = Vec::new();
+        let mut stop = Vec::new();
+        let mut failed_calls = Vec::new();
+        let mut saw_failure = Vec::new();
+        for seed in TARGET_SEEDS {
+            let r = ScenarioReport::run(&base.clone().with_seed(seed), &contenders, &mut |_, _| {})?;
+            let p99 = |name: &str| r.run_of(name).map_or(f64::NAN, |x| x.latency_ms.p99);
+            vs_oracle.push(p99("adaptive") / p99("oracle"));
+            vs_wrr.push(p99("weighted-round-robin") / p99("adaptive"));
+            if let Some(f) = r.run_of("adaptive").and_then(|x| x.failures.first()) {
+                stop.push(f.time_to_stop_s.unwrap_or(f64::INFINITY));
+                failed_calls.push(f.failed_calls as f64);
+                saw_failure.push(f.calls_with_failed_attempt as f64);
+            }
+        }
+        let met = |v: &[f64], ok: &dyn Fn(f64) -> bool| format!("{}/{seeds}", v.iter().filter(|&&x| ok(x)).count());
+        if base.name == "outage" {
+            md.push_str(&format!(
+                "| outage | adaptive stops sending to the failed region within 1 s | {} | {} |\n",
+                range(&stop, " s"),
+                met(&stop, &|x| x <= 1.0)
+            ));
+            md.push_str(&format!(
+                "| outage | at most one failed user call (retries succeed elsewhere) | {} failed calls; {} calls saw a failed attempt | {} |\n",
+                range(&failed_calls, ""),
+                range(&saw_failure, ""),
+                met(&failed_calls, &|x| x <= 1.0)
+            ));
+        } else {
+            md.push_str(&format!(
+                "| {} | adaptive p99 within 1.2× of the oracle's | {} | {} |\n",
+                base.name,
+                range(&vs_oracle, "×"),
+                met(&vs_oracle, &|x| x <= 1.2)
+            ));
+            md.push_str(&format!(
+                "| {} | adaptive p99 at least 5× better than weighted round-robin's | {} | {} |\n",
+                base.name,
+                range(&vs_wrr, "×"),
+                met(&vs_wrr, &|x| x >= 5.0)
+            ));
+        }
+    }
+    Ok(md)
 }
 
 /// One Markdown table per scenario, every latency also as a ratio of the oracle's.
