@@ -117,7 +117,7 @@ fn io_error(path: &Path, source: std::io::Error) -> SimError {
 const TARGET_SEEDS: std::ops::RangeInclusive<u64> = 1..=5;
 
 /// The targets of the issue, checked over [`TARGET_SEEDS`] for the scenarios given that have
-/// one (`degrade`, `hot-spot`, `outage`), as Markdown.
+/// one (`degrade`, `hot-spot`, `outage`, `outage-drain`), as Markdown.
 fn targets(scenarios: &[Scenario]) -> Result<String, SimError> {
     let contenders = [
         Contender::Oracle,
@@ -135,7 +135,9 @@ fn targets(scenarios: &[Scenario]) -> Result<String, SimError> {
         format!("{lo:.digits$}{unit} – {hi:.digits$}{unit}")
     };
     let seeds = TARGET_SEEDS.count();
-    for base in scenarios.iter().filter(|s| ["degrade", "hot-spot", "outage"].contains(&s.name.as_str())) {
+    for base in
+        scenarios.iter().filter(|s| ["degrade", "hot-spot", "outage", "outage-drain"].contains(&s.name.as_str()))
+    {
         let mut vs_oracle = Vec::new();
         let mut vs_wrr = Vec::new();
         let mut stop = Vec::new();
@@ -153,14 +155,16 @@ fn targets(scenarios: &[Scenario]) -> Result<String, SimError> {
             }
         }
         let met = |v: &[f64], ok: &dyn Fn(f64) -> bool| format!("{}/{seeds}", v.iter().filter(|&&x| ok(x)).count());
-        if base.name == "outage" {
+        if base.name.starts_with("outage") {
             md.push_str(&format!(
-                "| outage | adaptive stops sending to the failed region within 1 s | {} | {} |\n",
+                "| {} | adaptive stops sending to the failed region within 1 s | {} | {} |\n",
+                base.name,
                 range(&stop, " s"),
                 met(&stop, &|x| x <= 1.0)
             ));
             md.push_str(&format!(
-                "| outage | at most one failed user call (retries succeed elsewhere) | {} failed calls; {} calls saw a failed attempt | {} |\n",
+                "| {} | at most one failed user call (retries succeed elsewhere) | {} failed calls; {} calls saw a failed attempt | {} |\n",
+                base.name,
                 range(&failed_calls, ""),
                 range(&saw_failure, ""),
                 met(&failed_calls, &|x| x <= 1.0)

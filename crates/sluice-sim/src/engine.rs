@@ -15,7 +15,7 @@ use sluice_health::{HealthMonitor, Outcome, OutlierConfig, Selection};
 use sluice_region_model::{GeoPoint, InFlightGuard, NodeId, Region, Snapshot};
 
 use crate::{
-    NaiveBaseline, Phase, Scenario, SimError,
+    InFlight, NaiveBaseline, Phase, Scenario, SimError,
     naive::NAIVE_PROBE_INTERVAL,
     report::{Collector, RunReport},
 };
@@ -182,6 +182,8 @@ struct Attempt {
     call: usize,
     node: NodeId,
     outcome: Outcome,
+    /// When the region finishes serving it; 0 if it never took it.
+    server_end: u64,
     _guard: Option<InFlightGuard>,
 }
 
@@ -206,11 +208,15 @@ struct Sim<'s> {
     pick_rng: SmallRng,
     /// Everything else random in the world (server errors).
     world_rng: SmallRng,
-    events: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    /// `(time, sequence, what, generation)`: `what` is [`ARRIVAL`], a phase start below
+    /// [`PHASE_START`], or an attempt slot whose generation must still match.
+    events: BinaryHeap<Reverse<(u64, u64, usize, u64)>>,
     seq: u64,
     calls: Vec<Call>,
     free_calls: Vec<usize>,
     attempts: Vec<Option<Attempt>>,
+    /// Bumped whenever an attempt slot's completion is rescheduled or the slot is reused.
+    generations: Vec<u64>,
     free_attempts: Vec<usize>,
     candidates: Vec<NodeId>,
     timeout_ns: u64,
@@ -220,6 +226,9 @@ struct Sim<'s> {
 
 /// Marks the pending arrival in the event queue.
 const ARRIVAL: usize = usize::MAX;
+
+/// Phase `i` starting is event `PHASE_START - i`.
+const PHASE_START: usize = usize::MAX - 1;
 
 /// How long a server error takes to come back, beyond the round trip.
 const ERROR_SERVICE_NS: u64 = 20_000_000;
@@ -296,6 +305,7 @@ impl<'s> Sim<'s> {
             calls: Vec::new(),
             free_calls: Vec::new(),
             attempts: Vec::new(),
+            generations: Vec::new(),
             free_attempts: Vec::new(),
             candidates: Vec::with_capacity(snapshot.len()),
             timeout_ns: ns(scenario.attempt_timeout_s),
@@ -309,11 +319,20 @@ impl<'s> Sim<'s> {
     fn run(&mut self, progress: &mut dyn FnMut(Progress)) {
         let first = self.next_arrival_after(0);
         if let Some(t) = first {
-            self.push(t, ARRIVAL);
+            self.push(t, ARRIVAL, 0);
+        }
+        for i in 0..self.phases.len() {
+            if let Phase::Down { in_flight: InFlight::Fail, .. } = self.phases[i].phase {
+                self.push(self.phases[i].start, PHASE_START - i, 0);
+            }
         }
         let mut next_probe = 0u64;
         let mut next_report = ns(1.0);
-        while let Some(Reverse((t, _, what))) = self.events.pop() {
+        while let Some(Reverse((t, _, what, generation))) = self.events.pop() {
+            if what < PHASE_START - self.phases.len() && self.generations[what] != generation {
+                // A completion that a hard failure rescheduled.
+                continue;
+            }
             if let Router::Naive(naive) = &self.router {
                 while next_probe <= t && next_probe < self.end_ns {
                     for i in 0..self.nodes.len() {
@@ -333,6 +352,8 @@ impl<'s> Sim<'s> {
             }
             if what == ARRIVAL {
                 self.arrive(t);
+            } else if what > PHASE_START - self.phases.len() {
+                self.break_in_flight(t, PHASE_START - what);
             } else {
                 self.complete(t, what);
             }
@@ -344,9 +365,34 @@ impl<'s> Sim<'s> {
         });
     }
 
-    fn push(&mut self, t: u64, what: usize) {
+    fn push(&mut self, t: u64, what: usize, generation: u64) {
         self.seq += 1;
-        self.events.push(Reverse((t, self.seq, what)));
+        self.events.push(Reverse((t, self.seq, what, generation)));
+    }
+
+    /// A `down` phase with [`InFlight::Fail`] begins at `t`: every call its targets are serving
+    /// breaks, and the client sees a connect error half a round trip later. The regions' queues
+    /// empty.
+    fn break_in_flight(&mut self, t: u64, phase: usize) {
+        let targets: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].phases.contains(&phase)).collect();
+        for slot in 0..self.attempts.len() {
+            let Some(a) = &mut self.attempts[slot] else { continue };
+            let i = a.node.index();
+            if !targets.contains(&i) || a.server_end <= t {
+                continue;
+            }
+            a.outcome = Outcome::ConnectError;
+            a.server_end = 0;
+            let at = t + self.nodes[i].rtt_ns / 2;
+            self.generations[slot] += 1;
+            self.push(at, slot, self.generations[slot]);
+        }
+        for &i in &targets {
+            let n = &mut self.nodes[i];
+            let capacity = n.slots.len();
+            n.slots = (0..capacity).map(|_| Reverse(t)).collect();
+            n.ends.clear();
+        }
     }
 
     /// The arrival rate at `t`, scaled by every active `load` phase.
@@ -386,7 +432,7 @@ impl<'s> Sim<'s> {
     fn arrive(&mut self, t: u64) {
         let z = standard_normal(&mut self.arrival_rng);
         if let Some(next) = self.next_arrival_after(t) {
-            self.push(next, ARRIVAL);
+            self.push(next, ARRIVAL, 0);
         }
         let call = Call { arrival: t, z, attempts: 0, failed_attempt: false, tried: Vec::new() };
         let id = match self.free_calls.pop() {
@@ -419,21 +465,23 @@ impl<'s> Sim<'s> {
         c.attempts += 1;
         c.tried.push(node);
         let z = c.z;
-        let (outcome, done) = self.serve(node.index(), t, z);
+        let (outcome, done, server_end) = self.serve(node.index(), t, z);
         self.collector.sent(node.index(), self.nodes[node.index()].group, t);
         let guard = Some(self.snapshot.node(node).metrics().start_request());
-        let attempt = Attempt { call, node, outcome, _guard: guard };
+        let attempt = Attempt { call, node, outcome, server_end, _guard: guard };
         let slot = match self.free_attempts.pop() {
             Some(slot) => {
                 self.attempts[slot] = Some(attempt);
+                self.generations[slot] += 1;
                 slot
             }
             None => {
                 self.attempts.push(Some(attempt));
+                self.generations.push(0);
                 self.attempts.len() - 1
             }
         };
-        self.push(done, slot);
+        self.push(done, slot, self.generations[slot]);
     }
 
     fn pick(&mut self, call: usize, t: u64, now: Instant) -> Option<NodeId> {
@@ -526,8 +574,9 @@ impl<'s> Sim<'s> {
         })
     }
 
-    /// What node `i` does with an attempt sent at `t`: the outcome and when the client sees it.
-    fn serve(&mut self, i: usize, t: u64, z: f64) -> (Outcome, u64) {
+    /// What node `i` does with an attempt sent at `t`: the outcome, when the client sees it,
+    /// and when the region finishes serving it (0 if it does not take it).
+    fn serve(&mut self, i: usize, t: u64, z: f64) -> (Outcome, u64, u64) {
         let timeout = self.timeout_ns;
         let n = &mut self.nodes[i];
         let arrive = t + n.rtt_ns / 2;
@@ -538,18 +587,18 @@ impl<'s> Sim<'s> {
                 continue;
             }
             match &p.phase {
-                Phase::Down { .. } => return (Outcome::ConnectError, t + n.rtt_ns),
+                Phase::Down { .. } => return (Outcome::ConnectError, t + n.rtt_ns, 0),
                 Phase::Slow { factor: f, .. } => factor *= f,
                 Phase::Throttle { max_in_flight, retry_after_s, .. } => {
                     if load_at(&mut n.ends, arrive) >= *max_in_flight as usize {
                         let retry_after = Some(Duration::from_secs_f64(*retry_after_s));
-                        return (Outcome::RateLimited { retry_after }, t + n.rtt_ns);
+                        return (Outcome::RateLimited { retry_after }, t + n.rtt_ns, 0);
                     }
                 }
                 Phase::Errors { rate, status, .. } => {
                     if self.world_rng.random::<f64>() < *rate {
                         let outcome = Outcome::ServerError { status: *status, retry_after: None };
-                        return (outcome, t + n.rtt_ns + ERROR_SERVICE_NS);
+                        return (outcome, t + n.rtt_ns + ERROR_SERVICE_NS, 0);
                     }
                 }
                 Phase::Load { .. } => {}
@@ -565,16 +614,16 @@ impl<'s> Sim<'s> {
         }
         let answer = end + n.rtt_ns - n.rtt_ns / 2;
         if answer - t > timeout {
-            (Outcome::Timeout, t + timeout)
+            (Outcome::Timeout, t + timeout, end)
         } else {
-            (Outcome::Success { latency: Duration::from_nanos(answer - t) }, answer)
+            (Outcome::Success { latency: Duration::from_nanos(answer - t) }, answer, end)
         }
     }
 
     fn complete(&mut self, t: u64, slot: usize) {
         let attempt = self.attempts[slot].take().expect("live attempt");
         self.free_attempts.push(slot);
-        let Attempt { call, node, outcome, _guard } = attempt;
+        let Attempt { call, node, outcome, _guard, .. } = attempt;
         drop(_guard);
         self.monitor.record(node, outcome, self.now(t));
         let ok = matches!(outcome, Outcome::Success { .. });

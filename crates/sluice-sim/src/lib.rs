@@ -16,7 +16,7 @@ pub use self::{
     error::SimError,
     naive::{NAIVE_PROBE_INTERVAL, NAIVE_STRIKES, NaiveBaseline},
     report::{FailureReport, Percentiles, RESUME_SHARE, Report, RunReport, STOP_GAP_S, ScenarioReport, ShareSeries},
-    scenario::{Location, Phase, RegionSpec, Scenario},
+    scenario::{InFlight, Location, Phase, RegionSpec, Scenario},
 };
 
 #[cfg(feature = "plots")]

@@ -136,8 +136,8 @@ pub enum Phase {
         /// Service-time multiplier.
         factor: f64,
     },
-    /// The target refuses connections: every attempt fails with a connect error after one
-    /// round trip. Calls it accepted before the phase finish normally.
+    /// The target fails hard: every new attempt fails with a connect error after one round
+    /// trip. What happens to the calls it was already serving is set by `in_flight`.
     Down {
         /// Start of the phase.
         start_s: f64,
@@ -145,6 +145,9 @@ pub enum Phase {
         end_s: f64,
         /// Region id or group.
         target: String,
+        /// The fate of calls the target was serving when the phase began.
+        #[serde(default)]
+        in_flight: InFlight,
     },
     /// The target answers 429 with `Retry-After` to attempts that find `max_in_flight` or more
     /// calls already queued or in service there.
@@ -174,6 +177,19 @@ pub enum Phase {
         /// The HTTP status, such as 500 or 503.
         status: u16,
     },
+}
+
+/// What a region that goes down does with the calls it was serving.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InFlight {
+    /// They break (a crash or a lost network path): each fails with a connect error, seen by
+    /// the client half a round trip after the phase begins.
+    #[default]
+    Fail,
+    /// They finish normally; only new connections are refused (a drain, or a front door that
+    /// stopped accepting).
+    Finish,
 }
 
 /// The five regions of the built-in scenarios: name, latitude, longitude, round trip from
@@ -213,7 +229,8 @@ fn default_weight() -> u32 {
 
 impl Scenario {
     /// The names of the built-in scenarios, in report order.
-    pub const BUILTIN: [&'static str; 6] = ["steady", "degrade", "outage", "throttle", "hot-spot", "many-nodes"];
+    pub const BUILTIN: [&'static str; 7] =
+        ["steady", "degrade", "outage", "outage-drain", "throttle", "hot-spot", "many-nodes"];
 
     /// Parses and validates a scenario.
     ///
@@ -239,7 +256,10 @@ impl Scenario {
     ///
     /// * `steady`: 80 calls/s for 120 s (Seoul alone could carry about 100), nothing goes wrong.
     /// * `degrade`: 100 calls/s; Seoul's service time rises 10× from 60 s to 120 s.
-    /// * `outage`: 100 calls/s; Seoul refuses connections from 60 s to 120 s.
+    /// * `outage`: 100 calls/s; Seoul fails hard from 60 s to 120 s: new attempts get a
+    ///   connect error and the calls it was serving break ([`InFlight::Fail`]).
+    /// * `outage-drain`: the same, but the calls Seoul was serving finish
+    ///   ([`InFlight::Finish`]); only new connections are refused.
     /// * `throttle`: 150 calls/s; from 40 s to 140 s Seoul answers 429 (Retry-After 2 s) when
     ///   16 or more calls are already there.
     /// * `hot-spot`: load ramps from 40 to 300 calls/s over 180 s; Seoul saturates near
@@ -281,8 +301,17 @@ impl Scenario {
                 ..base("degrade", "Seoul's service time rises 10x from 60 s to 120 s", 180.0, 100.0)
             },
             "outage" => Scenario {
-                phases: vec![Phase::Down { start_s: 60.0, end_s: 120.0, target: seoul() }],
-                ..base("outage", "Seoul, the nearest region, refuses connections from 60 s to 120 s", 180.0, 100.0)
+                phases: vec![Phase::Down { start_s: 60.0, end_s: 120.0, target: seoul(), in_flight: InFlight::Fail }],
+                ..base("outage", "Seoul, the nearest region, fails hard from 60 s to 120 s", 180.0, 100.0)
+            },
+            "outage-drain" => Scenario {
+                phases: vec![Phase::Down { start_s: 60.0, end_s: 120.0, target: seoul(), in_flight: InFlight::Finish }],
+                ..base(
+                    "outage-drain",
+                    "Seoul refuses new connections from 60 s to 120 s; calls it accepted finish",
+                    180.0,
+                    100.0,
+                )
             },
             "throttle" => Scenario {
                 phases: vec![Phase::Throttle {
@@ -497,7 +526,7 @@ mod tests {
     #[test]
     fn bad_scenarios_are_refused() {
         let mut s = Scenario::builtin("outage").unwrap();
-        s.phases.push(Phase::Down { start_s: 1.0, end_s: 2.0, target: "mars".into() });
+        s.phases.push(Phase::Down { start_s: 1.0, end_s: 2.0, target: "mars".into(), in_flight: InFlight::Fail });
         assert!(s.validate().unwrap_err().to_string().contains("mars"));
         let mut s = Scenario::builtin("steady").unwrap();
         s.regions[1].id = "seoul".into();
