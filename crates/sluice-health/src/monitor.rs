@@ -161,7 +161,9 @@ impl HealthMonitor {
     /// also scans the nodes (one atomic load each) for ejections that have ended.
     /// An id from another snapshot (out of range) is ignored.
     ///
-    /// * `Success`: `record_success`; resets the consecutive-failure count.
+    /// * `Success`: `record_success`; resets the consecutive-failure count, unless the call
+    ///   started (`now - latency`) before the latest counted failure: such a call was accepted
+    ///   before the node broke, so its success says nothing about the node now.
     /// * `Timeout`, `ConnectError`: `record_failure`; counts towards ejection.
     /// * `ServerError`: `record_failure` and a latency penalty
     ///   ([`error_penalty`](OutlierConfig::error_penalty)); counts towards ejection. A 503 with
@@ -186,8 +188,14 @@ impl HealthMonitor {
                 }
                 metrics.record_success(latency, now);
                 // Skip the write when there is nothing to reset: keeps the line shared
-                // between threads recording successes for one node.
-                if counted && state.consecutive.load(Ordering::Relaxed) != 0 {
+                // between threads recording successes for one node. A call that started
+                // before the latest failure was already on its way (a draining node still
+                // finishes what it accepted), so it proves nothing about the node now.
+                let started = now_ns.saturating_sub(duration_ns(latency));
+                if counted
+                    && state.consecutive.load(Ordering::Relaxed) != 0
+                    && started >= state.last_failure.load(Ordering::Relaxed).saturating_sub(1)
+                {
                     state.consecutive.store(0, Ordering::Relaxed);
                 }
             }
@@ -370,6 +378,7 @@ impl Inner {
     /// Counts a failure that `record` already added to the metrics; may eject.
     fn on_failure(&self, node: NodeId, now_ns: u64, now: Instant) {
         let state = &self.nodes[node.index()];
+        state.last_failure.fetch_max(now_ns.saturating_add(1), Ordering::Relaxed);
         let consecutive = state.consecutive.fetch_add(1, Ordering::Relaxed).saturating_add(1);
         if consecutive >= self.config.consecutive_failures() {
             self.eject(node, EjectionReason::ConsecutiveFailures { count: consecutive }, now_ns, now);

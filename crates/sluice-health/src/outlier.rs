@@ -23,6 +23,9 @@ pub(crate) const BUCKETS: usize = 10;
 pub(crate) struct NodeState {
     /// Failed calls since the last success or ejection.
     pub(crate) consecutive: AtomicU32,
+    /// When the latest counted failure was recorded (nanoseconds since the epoch, plus one;
+    /// 0 = none). A success of a call that started before it does not reset `consecutive`.
+    pub(crate) last_failure: AtomicU64,
     /// End of the current bucket; 0 when the window is empty.
     bucket_end: AtomicU64,
     /// Ring of bucket snapshots.

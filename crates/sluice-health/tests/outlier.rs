@@ -48,9 +48,9 @@ fn consecutive_failures_eject_exactly_at_the_threshold() {
     let mut events = m.subscribe();
     fail(&m, 0, 4, t0);
     assert_eq!(eligible(&m, t0), [0, 1, 2], "4 failures must not eject");
-    // A success resets the count.
-    m.record(id(0), Outcome::Success { latency: 20 * MS }, t0);
-    fail(&m, 0, 4, t0);
+    // A success of a call that started after those failures resets the count.
+    m.record(id(0), Outcome::Success { latency: 20 * MS }, t0 + 30 * MS);
+    fail(&m, 0, 4, t0 + 30 * MS);
     assert_eq!(eligible(&m, t0), [0, 1, 2]);
     m.record(id(0), Outcome::Timeout, t0);
     assert_eq!(eligible(&m, t0), [1, 2], "the 5th failure in a row ejects");
@@ -66,6 +66,26 @@ fn consecutive_failures_eject_exactly_at_the_threshold() {
     assert_eq!(m.ejected_count(), 1);
     assert_eq!(eligible(&m, t0 + 10 * S), [0, 1, 2]);
     assert_eq!(m.ejected_count(), 0);
+}
+
+/// A draining node finishes the calls it accepted before it broke: their successes must not
+/// hide the failures of new calls.
+#[test]
+fn successes_of_calls_started_before_the_failures_do_not_reset_the_count() {
+    let (m, t0) = monitor(3, OutlierConfig::default());
+    let t = t0 + 10 * S;
+    fail(&m, 0, 4, t);
+    // Finished now, but sent 2 s ago, before the failures.
+    m.record(id(0), Outcome::Success { latency: 2 * S }, t + MS);
+    assert_eq!(m.status(id(0), t + MS).unwrap().consecutive_failures, 4);
+    m.record(id(0), Outcome::ConnectError, t + 2 * MS);
+    assert_eq!(eligible(&m, t + 2 * MS), [1, 2], "the fifth failure still ejects");
+    // Control: a call sent after the failures does reset the count.
+    let (m, t0) = monitor(3, OutlierConfig::default());
+    let t = t0 + 10 * S;
+    fail(&m, 0, 4, t);
+    m.record(id(0), Outcome::Success { latency: 5 * MS }, t + 10 * MS);
+    assert_eq!(m.status(id(0), t + 10 * MS).unwrap().consecutive_failures, 0);
 }
 
 #[test]
