@@ -28,12 +28,28 @@ pub(crate) struct BenchArgs {
     /// Request rates to measure, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1000,5000")]
     rates: Vec<u32>,
-    /// Measured seconds per rate and path.
-    #[arg(long, default_value_t = 5.0)]
+    /// Measured seconds per rate, path and round.
+    #[arg(long, default_value_t = 2.0)]
     seconds: f64,
+    /// Rounds per rate; each round measures the direct path, then the proxy.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
     /// Unmeasured warm-up seconds before each measurement.
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
+    /// Worker threads of the `serve` child (its `--threads`); 0 means one per core.
+    #[arg(long, default_value_t = 1)]
+    serve_threads: usize,
+    /// Worker threads of the load generator and the mock; 0 means one per core.
+    #[arg(long, default_value_t = 0)]
+    generator_threads: usize,
+}
+
+impl BenchArgs {
+    /// Worker threads for this process.
+    pub(crate) fn threads(&self) -> usize {
+        self.generator_threads
+    }
 }
 
 /// Most calls in flight at once; beyond this a call is counted as dropped, not queued.
@@ -46,13 +62,32 @@ struct Measurement {
     late: u64,
 }
 
+impl Measurement {
+    fn new() -> Self {
+        let latencies = Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+        Self { latencies, errors: 0, dropped: 0, late: 0 }
+    }
+
+    fn merge(&mut self, other: &Measurement) {
+        let _ = self.latencies.add(&other.latencies);
+        self.errors += other.errors;
+        self.dropped += other.dropped;
+        self.late += other.late;
+    }
+}
+
 /// Runs the benchmark and prints the table.
 pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
     if args.rates.is_empty() || args.rates.iter().any(|r| *r == 0 || *r > 50_000) {
         return Err(CliError::Usage("--rates must be between 1 and 50000 calls per second".to_owned()));
     }
-    if !(0.5..=120.0).contains(&args.seconds) || !(0.0..=30.0).contains(&args.warmup) {
-        return Err(CliError::Usage("--seconds must be in 0.5..=120 and --warmup in 0..=30".to_owned()));
+    if !(0.2..=120.0).contains(&args.seconds)
+        || !(0.0..=30.0).contains(&args.warmup)
+        || !(1..=20).contains(&args.rounds)
+    {
+        return Err(CliError::Usage(
+            "--seconds must be in 0.2..=120, --warmup in 0..=30, --rounds in 1..=20".to_owned(),
+        ));
     }
     let mock = MockRegion::start("bench-1", "Bench", Duration::ZERO)
         .await
@@ -72,6 +107,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
         .arg("--config")
         .arg(&config)
         .args(["--listen", "127.0.0.1:0"])
+        .args(["--threads", &args.serve_threads.to_string()])
         .env_remove("OPENAI_API_KEY")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -108,26 +144,38 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
     let warmup = Duration::from_secs_f64(args.warmup);
     let mut rows = Vec::new();
     println!(
-        "bench-serve: {}s per rate and path after {}s warm-up, plain chat calls, one zero-latency mock on 127.0.0.1",
-        args.seconds, args.warmup
+        "bench-serve: {} round(s) of {}s per rate and path (after {}s warm-up), plain chat calls, one zero-latency mock on 127.0.0.1",
+        args.rounds, args.seconds, args.warmup
     );
     for &rate in &args.rates {
-        let mut pair = Vec::new();
-        for (name, url) in [("direct", &direct_url), ("serve", &proxy_url)] {
-            if !warmup.is_zero() {
-                let _ = load(&http, url, &body, rate, warmup).await;
-            }
-            let cpu_before = cpu_ticks(child.id());
-            let m = load(&http, url, &body, rate, seconds).await;
-            let cpu = match (cpu_before, cpu_ticks(child.id())) {
-                // Clock ticks are 10 ms on Linux.
-                (Some(a), Some(b)) if name == "serve" && !m.latencies.is_empty() => {
-                    format!(", serve CPU {:.0} µs per call", (b - a) as f64 * 10_000.0 / m.latencies.len() as f64)
+        // Rounds alternate the two paths so that both see the same background noise.
+        let mut pair = [Measurement::new(), Measurement::new()];
+        let mut cpu = [(0u64, 0u64), (0u64, 0u64)];
+        for round in 0..args.rounds {
+            for (i, url) in [&direct_url, &proxy_url].into_iter().enumerate() {
+                if !warmup.is_zero() && round == 0 {
+                    let _ = load(&http, url, &body, rate, warmup).await;
                 }
-                _ => String::new(),
-            };
+                let before = (cpu_ticks(std::process::id()), cpu_ticks(child.id()));
+                let m = load(&http, url, &body, rate, seconds).await;
+                let after = (cpu_ticks(std::process::id()), cpu_ticks(child.id()));
+                if let (Some(a), Some(b), Some(c), Some(d)) = (before.0, after.0, before.1, after.1) {
+                    cpu[i].0 += b - a;
+                    cpu[i].1 += d - c;
+                }
+                pair[i].merge(&m);
+            }
+        }
+        for (i, name) in ["direct", "serve"].into_iter().enumerate() {
+            let m = &pair[i];
+            // Clock ticks are 10 ms on Linux.
+            let per_call = |ticks: u64| ticks as f64 * 10_000.0 / m.latencies.len().max(1) as f64;
+            let mut cpu_text = format!(", CPU per call: generator+mock {:.0} µs", per_call(cpu[i].0));
+            if i == 1 {
+                cpu_text.push_str(&format!(", serve {:.0} µs", per_call(cpu[i].1)));
+            }
             println!(
-                "  {rate:>5} rps {name:<6}: {} ok, {} errors, {} dropped, {} sent late (>2 ms), p50 {} p99 {}{cpu}",
+                "  {rate:>5} rps {name:<6}: {} ok, {} errors, {} dropped, {} sent late (>2 ms), p50 {} p99 {}{cpu_text}",
                 m.latencies.len(),
                 m.errors,
                 m.dropped,
@@ -135,7 +183,6 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
                 us(m.latencies.value_at_quantile(0.5)),
                 us(m.latencies.value_at_quantile(0.99))
             );
-            pair.push(m);
         }
         rows.push((rate, pair));
     }
