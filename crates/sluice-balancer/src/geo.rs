@@ -120,14 +120,16 @@ impl Strategy for GeoNearest {
             });
         };
         let c = caller.unit_vector();
+        let units = view.snapshot().unit_vectors();
+        let unit = |id: NodeId| units[id.index()];
         // Larger dot product = smaller angle = nearer; rank by its negation.
-        let nearest = select::argmin(view, &mut rng, |id| -dot(c, view.node(id).unit_vector()))?;
+        let nearest = select::argmin(view, &mut rng, |id| -dot(c, unit(id)))?;
         let Some(l0) = Self::measured_latency_ns(view.node(nearest), now) else {
             return Some(nearest);
         };
         // Candidates within angle d0 + s of the caller: dot ≥ cos(d0 + s)
         // = cos d0 · cos s − sin d0 · sin s, with cos d0 the nearest's dot product.
-        let cos_d0 = dot(c, view.node(nearest).unit_vector()).clamp(-1.0, 1.0);
+        let cos_d0 = dot(c, unit(nearest)).clamp(-1.0, 1.0);
         let sin_d0 = (1.0 - cos_d0 * cos_d0).sqrt();
         let (s, cos_s, sin_s) = self.slack;
         let min_dot = if cos_d0 < 0.0 && s + cos_d0.acos() >= std::f64::consts::PI {
@@ -139,11 +141,10 @@ impl Strategy for GeoNearest {
         let mut best = nearest;
         let mut best_latency = f64::INFINITY;
         for &id in view.candidates() {
-            let node = view.node(id);
-            if id == nearest || dot(c, node.unit_vector()) < min_dot {
+            if id == nearest || dot(c, unit(id)) < min_dot {
                 continue;
             }
-            if let Some(l) = Self::measured_latency_ns(node, now)
+            if let Some(l) = Self::measured_latency_ns(view.node(id), now)
                 && l <= bar
                 && l < best_latency
             {

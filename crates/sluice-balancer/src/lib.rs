@@ -22,7 +22,7 @@ pub use self::{
     error::ConfigError,
     geo::{DEFAULT_FASTER_RATIO, DEFAULT_MIN_GAIN, DEFAULT_SLACK_KM, GeoNearest},
     least_connections::{DEFAULT_FULL_SCAN_MAX, LeastConnections},
-    response_time::{DEFAULT_COLD_START_LATENCY, LATENCY_FLOOR, ResponseTimeWeighted},
+    response_time::{DEFAULT_COLD_START_LATENCY, DEFAULT_REFRESH, LATENCY_FLOOR, ResponseTimeWeighted},
     strategy::{Strategy, StrategyKind},
     view::{Caller, PickView},
     weighted_round_robin::{MAX_CYCLE, WeightedRoundRobin},

@@ -1,6 +1,13 @@
 //! Pick probability inversely proportional to latency.
 
-use std::time::Duration;
+use std::{
+    fmt,
+    sync::{
+        OnceLock,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use sluice_region_model::{Node, NodeId};
 
@@ -11,6 +18,12 @@ pub const DEFAULT_COLD_START_LATENCY: Duration = Duration::from_millis(50);
 
 /// Estimates below this are raised to it, so that a near-zero estimate cannot take all traffic.
 pub const LATENCY_FLOOR: Duration = Duration::from_micros(100);
+
+/// How long a table of pick weights is used before a pick rebuilds it.
+pub const DEFAULT_REFRESH: Duration = Duration::from_millis(10);
+
+/// Rejected draws (nodes outside the view) before a pick falls back to an exact scan.
+const MAX_REJECTIONS: usize = 4;
 
 /// Response-time weighted: each candidate is chosen with probability proportional to
 /// `weight / latency`.
@@ -25,11 +38,34 @@ pub const LATENCY_FLOOR: Duration = Duration::from_micros(100);
 /// optimistic, so it is tried and not starved; its first real sample then replaces it.
 ///
 /// # Cost
-/// O(n): exact sampling reads every candidate once (one atomic read and at most one `exp` per
-/// node, plus one random draw).
-#[derive(Debug, Clone)]
+/// Exact sampling over live estimates is O(n): every node's estimate must be read and
+/// decayed. So, as gRPC's weighted round-robin rebuilds its scheduler periodically, the
+/// strategy keeps a table of cumulative pick weights over every node of the snapshot, rebuilt
+/// by whichever pick finds it older than [`DEFAULT_REFRESH`] (10 ms; O(n), no allocation,
+/// no lock: a flag lets one pick rebuild while others keep reading the current table).
+/// A pick is then a binary search, O(log n), plus a membership check; a draw outside the view
+/// is redrawn (rejection keeps the shares among the view's nodes exact), and after four
+/// rejections the pick falls back to an exact O(n) scan over the view.
+/// Shares are therefore those of weights at most 10 ms old.
+///
+/// The table belongs to the first snapshot the instance sees (it is allocated on that first
+/// pick); picks over other snapshots use the exact scan. Build a new instance when
+/// membership changes.
 pub struct ResponseTimeWeighted {
     cold_start_ns: f64,
+    refresh_ns: u64,
+    table: OnceLock<Table>,
+}
+
+/// Cumulative weights over all nodes of one snapshot, double-buffered.
+struct Table {
+    generation: u64,
+    /// Two buffers of `f64` bits; readers use `buffers[active]`.
+    buffers: [Box<[AtomicU64]>; 2],
+    active: AtomicUsize,
+    /// When the active buffer was built, nanoseconds since the epoch plus one; 0 = never.
+    built_at: AtomicU64,
+    building: AtomicBool,
 }
 
 // ===== impl ResponseTimeWeighted =====
@@ -37,7 +73,11 @@ pub struct ResponseTimeWeighted {
 impl ResponseTimeWeighted {
     /// With default settings.
     pub fn new() -> Self {
-        Self { cold_start_ns: DEFAULT_COLD_START_LATENCY.as_nanos() as f64 }
+        Self {
+            cold_start_ns: DEFAULT_COLD_START_LATENCY.as_nanos() as f64,
+            refresh_ns: DEFAULT_REFRESH.as_nanos() as u64,
+            table: OnceLock::new(),
+        }
     }
 
     /// Sets the latency assumed for nodes with no sample.
@@ -49,6 +89,13 @@ impl ResponseTimeWeighted {
         Ok(self)
     }
 
+    /// Sets how long a table of pick weights is used; zero rebuilds it on every pick (exact,
+    /// and O(n)).
+    pub fn with_refresh(mut self, refresh: Duration) -> Self {
+        self.refresh_ns = u64::try_from(refresh.as_nanos()).unwrap_or(u64::MAX);
+        self
+    }
+
     /// The latency used for `node` at `now_ns` (nanoseconds since the snapshot's epoch), in
     /// nanoseconds: its estimate, or the cold-start value, never below [`LATENCY_FLOOR`].
     pub fn latency_ns(&self, node: &Node, now_ns: u64) -> f64 {
@@ -57,7 +104,89 @@ impl ResponseTimeWeighted {
 
     /// The relative pick weight of `node` at `now_ns`: effective weight / latency.
     pub fn pick_weight(&self, node: &Node, now_ns: u64) -> f64 {
-        select::effective_weight_ns(node, now_ns) / self.latency_ns(node, now_ns)
+        let w = select::effective_weight_ns(node, now_ns) / self.latency_ns(node, now_ns);
+        if w.is_finite() && w > 0.0 { w } else { 0.0 }
+    }
+
+    fn exact(&self, view: &PickView<'_>, rng: &mut PickRng) -> Option<NodeId> {
+        let now = view.now_nanos();
+        select::weighted_random(view, rng, |id| self.pick_weight(view.node(id), now))
+    }
+
+    /// The table for `view`'s snapshot, fresh enough; `None` for another snapshot.
+    fn table(&self, view: &PickView<'_>) -> Option<&Table> {
+        let snapshot = view.snapshot();
+        let table = self.table.get_or_init(|| Table::new(snapshot.len(), snapshot.generation()));
+        if table.generation != snapshot.generation() {
+            return None;
+        }
+        let now = view.now_nanos();
+        let built = table.built_at.load(Ordering::Acquire);
+        let stale = built == 0 || now.saturating_sub(built - 1) >= self.refresh_ns || now < built - 1;
+        if stale && !table.building.swap(true, Ordering::Acquire) {
+            let next = 1 - table.active.load(Ordering::Relaxed);
+            let mut sum = 0.0;
+            for (slot, node) in table.buffers[next].iter().zip(snapshot.nodes()) {
+                sum += self.pick_weight(node, now);
+                slot.store(sum.to_bits(), Ordering::Relaxed);
+            }
+            table.active.store(next, Ordering::Release);
+            table.built_at.store(now.saturating_add(1), Ordering::Release);
+            table.building.store(false, Ordering::Release);
+        }
+        (table.built_at.load(Ordering::Acquire) != 0).then_some(table)
+    }
+}
+
+impl Table {
+    fn new(n: usize, generation: u64) -> Self {
+        let buffer = || (0..n).map(|_| AtomicU64::new(0)).collect::<Box<[AtomicU64]>>();
+        Self {
+            generation,
+            buffers: [buffer(), buffer()],
+            active: AtomicUsize::new(0),
+            built_at: AtomicU64::new(0),
+            building: AtomicBool::new(false),
+        }
+    }
+
+    /// Draws a node index with probability proportional to its weight, or `None` if every
+    /// weight is zero.
+    fn draw(&self, rng: &mut PickRng) -> Option<usize> {
+        let cumulative = &self.buffers[self.active.load(Ordering::Acquire)];
+        let total = f64::from_bits(cumulative.last()?.load(Ordering::Relaxed));
+        if !(total.is_finite() && total > 0.0) {
+            return None;
+        }
+        let x = rng.unit() * total;
+        // First index whose cumulative weight exceeds x. A concurrent rebuild may mix
+        // entries of two builds; the index stays in range, only its odds shift for this draw.
+        let (mut lo, mut hi) = (0, cumulative.len() - 1);
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if f64::from_bits(cumulative[mid].load(Ordering::Relaxed)) > x {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        Some(lo)
+    }
+}
+
+impl Clone for ResponseTimeWeighted {
+    fn clone(&self) -> Self {
+        Self { cold_start_ns: self.cold_start_ns, refresh_ns: self.refresh_ns, table: OnceLock::new() }
+    }
+}
+
+impl fmt::Debug for ResponseTimeWeighted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseTimeWeighted")
+            .field("cold_start_ns", &self.cold_start_ns)
+            .field("refresh_ns", &self.refresh_ns)
+            .field("table_generation", &self.table.get().map(|t| t.generation))
+            .finish()
     }
 }
 
@@ -78,11 +207,71 @@ impl Default for ResponseTimeWeighted {
 impl Strategy for ResponseTimeWeighted {
     fn pick(&self, view: &PickView<'_>) -> Option<NodeId> {
         let mut rng = PickRng::new(view.entropy());
-        let now = view.now_nanos();
-        select::weighted_random(view, &mut rng, |id| self.pick_weight(view.node(id), now))
+        if view.is_empty() {
+            return None;
+        }
+        if self.refresh_ns > 0
+            && let Some(table) = self.table(view)
+        {
+            for _ in 0..MAX_REJECTIONS {
+                match table.draw(&mut rng) {
+                    Some(i) if view.contains(NodeId::from_index(i as u32)) => {
+                        return Some(NodeId::from_index(i as u32));
+                    }
+                    Some(_) => continue,
+                    None => break,
+                }
+            }
+        }
+        self.exact(view, &mut rng)
     }
 
     fn name(&self) -> &'static str {
         "response-time"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::test_util::{EntropySource, set_latencies, snapshot_with_weights};
+
+    fn shares(
+        s: &ResponseTimeWeighted,
+        snapshot: &sluice_region_model::Snapshot,
+        ids: &[NodeId],
+        now: Instant,
+    ) -> Vec<f64> {
+        let mut e = EntropySource::new(3);
+        let mut counts = vec![0usize; snapshot.len()];
+        for _ in 0..20_000 {
+            counts[s.pick(&PickView::new(snapshot, ids, now, e.next_u64())).unwrap().index()] += 1;
+        }
+        counts.iter().map(|&c| c as f64 / 20_000.0).collect()
+    }
+
+    #[test]
+    fn table_follows_latency_after_refresh_and_respects_the_view() {
+        let t0 = Instant::now();
+        let snapshot = snapshot_with_weights(&[1, 1, 1]);
+        set_latencies(&snapshot, &[10, 20, 40].map(Duration::from_millis), t0);
+        let s = ResponseTimeWeighted::new();
+        let got = shares(&s, &snapshot, snapshot.ids(), t0);
+        assert!((got[0] - 4.0 / 7.0).abs() < 0.02, "{got:?}");
+        // Node 0 slows down; within the refresh period the table still holds the old weights.
+        snapshot.nodes()[0].metrics().record_success(Duration::from_millis(40), t0);
+        let got = shares(&s, &snapshot, snapshot.ids(), t0 + Duration::from_millis(1));
+        assert!((got[0] - 4.0 / 7.0).abs() < 0.02, "{got:?}");
+        // After the refresh period the new weights apply: 40, 20, 40 ms → 1/4, 1/2, 1/4.
+        let later = t0 + DEFAULT_REFRESH + Duration::from_millis(1);
+        let got = shares(&s, &snapshot, snapshot.ids(), later);
+        assert!((got[1] - 0.5).abs() < 0.02, "{got:?}");
+        // A view without node 1 keeps the others' proportions exact (1 : 1).
+        let view = [NodeId::from_index(0), NodeId::from_index(2)];
+        let got = shares(&s, &snapshot, &view, later);
+        assert_eq!(got[1], 0.0);
+        assert!((got[0] - 0.5).abs() < 0.02, "{got:?}");
     }
 }

@@ -183,8 +183,9 @@ proptest! {
         let fast = world(&specs);
         specs[k].latency_ms = Some(base + slower_ms);
         let slow = world(&specs);
-        let strategy: Box<dyn Balancer> = Box::new(ResponseTimeWeighted::new());
         let share = |w: &World| {
+            // A fresh instance per world, so both use the same sampling path.
+            let strategy: Box<dyn Balancer> = Box::new(ResponseTimeWeighted::new());
             let mut entropy = EntropySource::new(seed);
             (0..500).filter(|_| strategy.pick(&PickView::all(&w.snapshot, w.now, entropy.next_u64())).unwrap().index() == k).count()
         };

@@ -50,27 +50,34 @@ const DECAY_SKIP_NS: u64 = 1_000_000;
 ///   outcome, decaying towards 0 on read in the same way.
 /// * **Probe RTT** is a plain EWMA of active-probe round trips, kept apart from call latency
 ///   because a chat completion and a `GET /models` differ by orders of magnitude.
+///
+/// # Layout
+/// The fields a pick reads come first in a cache-line-aligned `repr(C)` struct, so reading a
+/// node costs one cache line; counters only written on completion follow.
+#[repr(C, align(64))]
 pub struct NodeMetrics {
-    epoch: Instant,
-    decay_ns: f64,
-    /// `1 / decay_ns`, so that the read path multiplies instead of dividing.
-    inv_decay_ns: f64,
-    pub(crate) in_flight: AtomicU32,
-    successes: AtomicU64,
-    failures: AtomicU64,
-    consecutive_failures: AtomicU32,
-    health: AtomicU8,
-    admin: AtomicU8,
-    /// Nanoseconds since epoch until which the node is excluded; 0 = not excluded.
-    excluded_until: AtomicU64,
-    /// Nanoseconds since epoch, plus one, when slow start began; 0 = none.
-    slow_start_from: AtomicU64,
-    slow_start_window_ns: AtomicU64,
-    slow_start_floor_bits: AtomicU64,
+    // ----- read on the pick path: first cache line -----
     latency_bits: AtomicU64,
     error_bits: AtomicU64,
     updated_at: AtomicU64,
+    /// `1 / decay_ns`, so that the read path multiplies instead of dividing.
+    inv_decay_ns: f64,
+    /// Nanoseconds since epoch, plus one, when slow start began; 0 = none.
+    slow_start_from: AtomicU64,
+    /// Nanoseconds since epoch until which the node is excluded; 0 = not excluded.
+    excluded_until: AtomicU64,
     probe_rtt_bits: AtomicU64,
+    pub(crate) in_flight: AtomicU32,
+    health: AtomicU8,
+    admin: AtomicU8,
+    // ----- the rest -----
+    consecutive_failures: AtomicU32,
+    successes: AtomicU64,
+    failures: AtomicU64,
+    slow_start_window_ns: AtomicU64,
+    slow_start_floor_bits: AtomicU64,
+    decay_ns: f64,
+    epoch: Instant,
     estimate_lock: Mutex<()>,
 }
 
@@ -407,10 +414,10 @@ pub(crate) fn nanos_since(epoch: Instant, t: Instant) -> u64 {
     d.as_secs().saturating_mul(1_000_000_000).saturating_add(u64::from(d.subsec_nanos()))
 }
 
-/// `e^(-x)` for `x ≥ 0`, to about 1e-7 relative error, without a libm call.
+/// `e^(-x)` for `x ≥ 0`, to about 2e-5 relative error, without a libm call.
 ///
 /// Splits `e^(-x) = 2^k · 2^f` with integer `k` and `f ∈ [0, 1)`, and evaluates `2^f` with a
-/// degree-8 Taylor series of `e^(f·ln 2)`. The read path of every strategy that decays
+/// degree-6 Taylor series of `e^(f·ln 2)`. The read path of every strategy that decays
 /// estimates runs this once per node, so it matters at hundreds of nodes.
 #[inline]
 pub(crate) fn exp_neg(x: f64) -> f64 {
@@ -426,12 +433,8 @@ pub(crate) fn exp_neg(x: f64) -> f64 {
         k -= 1;
     }
     let t = (y - k as f64) * std::f64::consts::LN_2;
-    let p = 1.0
-        + t * (1.0
-            + t * (1.0 / 2.0
-                + t * (1.0 / 6.0
-                    + t * (1.0 / 24.0
-                        + t * (1.0 / 120.0 + t * (1.0 / 720.0 + t * (1.0 / 5040.0 + t * (1.0 / 40320.0))))))));
+    let p =
+        1.0 + t * (1.0 + t * (1.0 / 2.0 + t * (1.0 / 6.0 + t * (1.0 / 24.0 + t * (1.0 / 120.0 + t * (1.0 / 720.0))))));
     // k ≥ -1010 here since x ≤ 700, so 2^k is a normal number.
     p * f64::from_bits(((k + 1023) as u64) << 52)
 }
@@ -466,7 +469,7 @@ mod tests {
         let mut x = 0.0;
         while x < 700.0 {
             let (fast, exact) = (exp_neg(x), (-x).exp());
-            assert!((fast - exact).abs() <= exact * 1e-6 + 1e-300, "x={x}: {fast} vs {exact}");
+            assert!((fast - exact).abs() <= exact * 2e-5 + 1e-300, "x={x}: {fast} vs {exact}");
             x = x * 1.01 + 1e-4;
         }
         assert_eq!(exp_neg(0.0), 1.0);
@@ -504,13 +507,13 @@ mod tests {
         let t1 = t0 + DEFAULT_METRICS_DECAY;
         let est = m.latency_estimate_ns(t1).unwrap();
         let expect = 500e6 * (-1.0f64).exp();
-        assert!((est - expect).abs() < 1.0, "{est} vs {expect}");
+        assert!((est - expect).abs() < expect * 1e-4, "{est} vs {expect}");
         // A low sample after τ blends in with weight 1 - 1/e.
         m.record_success(10 * MS, t1);
         let d = (-1.0f64).exp();
         let blended = 500e6 * d + 10e6 * (1.0 - d);
         let est = m.latency_estimate_ns(t1).unwrap();
-        assert!((est - blended).abs() < 1.0, "{est} vs {blended}");
+        assert!((est - blended).abs() < blended * 1e-4, "{est} vs {blended}");
     }
 
     #[test]
@@ -538,7 +541,7 @@ mod tests {
         assert_eq!(m.consecutive_failures(), 0);
         assert!((m.error_rate(t0) - 0.171).abs() < 1e-12);
         let later = t0 + 3 * DEFAULT_METRICS_DECAY;
-        assert!((m.error_rate(later) - 0.171 * (-3.0f64).exp()).abs() < 1e-9);
+        assert!((m.error_rate(later) - 0.171 * (-3.0f64).exp()).abs() < 0.171 * (-3.0f64).exp() * 1e-4);
         let (lat, err) = m.latency_and_error(later);
         assert!(lat.is_some());
         assert!((err - m.error_rate(later)).abs() < 1e-15);

@@ -21,6 +21,8 @@ use crate::{DEFAULT_METRICS_DECAY, Node, NodeId, NodeMetrics, Region, SnapshotEr
 pub struct Snapshot {
     nodes: Box<[Node]>,
     ids: Box<[NodeId]>,
+    /// Every node's location as a unit vector, contiguous, for cache-friendly distance scans.
+    unit_vectors: Box<[[f64; 3]]>,
     epoch: Instant,
     generation: u64,
 }
@@ -77,6 +79,13 @@ impl Snapshot {
     /// The node with this id, or `None` if it is out of range.
     pub fn get(&self, id: NodeId) -> Option<&Node> {
         self.nodes.get(id.index())
+    }
+
+    /// Every node's location as a unit vector (see [`GeoPoint::unit_vector`](crate::GeoPoint::unit_vector)),
+    /// indexed by [`NodeId::index`] and stored contiguously, so that ranking hundreds of nodes
+    /// by distance reads a few kilobytes instead of every node.
+    pub fn unit_vectors(&self) -> &[[f64; 3]] {
+        &self.unit_vectors
     }
 
     /// Finds a node by region id.
@@ -178,7 +187,8 @@ impl SnapshotBuilder {
             })
             .collect();
         let ids = (0..nodes.len() as u32).map(NodeId::from_index).collect();
-        Ok(Snapshot { nodes, ids, epoch, generation: GENERATION.fetch_add(1, Ordering::Relaxed) })
+        let unit_vectors = nodes.iter().map(Node::unit_vector).collect();
+        Ok(Snapshot { nodes, ids, unit_vectors, epoch, generation: GENERATION.fetch_add(1, Ordering::Relaxed) })
     }
 }
 
