@@ -16,7 +16,8 @@ use crate::{Adaptive, ConfigError, GeoNearest, LeastConnections, PickView, Respo
 /// * [`WeightedRoundRobin`]: smooth (nginx) weighted round-robin, O(1).
 /// * [`LeastConnections`]: fewest in-flight calls per unit of weight; full scan for small views,
 ///   power of two choices above, O(1).
-/// * [`ResponseTimeWeighted`]: probability inversely proportional to a peak-EWMA latency, O(n).
+/// * [`ResponseTimeWeighted`]: probability inversely proportional to a peak-EWMA latency,
+///   O(log n) from a cumulative-weight table rebuilt every 10 ms.
 /// * [`Adaptive`]: one cost from latency, load, error rate and weight, picked by P2C, O(1).
 /// * [`GeoNearest`]: nearest by great-circle distance, preferring a slightly farther region that
 ///   is clearly faster, O(n).
