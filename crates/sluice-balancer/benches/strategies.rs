@@ -122,6 +122,18 @@ fn single_thread(c: &mut Criterion) {
         }
         group.finish();
     }
+    // Adaptive compares every node up to 8 candidates; this is its pure-P2C setting, for the
+    // cost of that choice.
+    let mut group = c.benchmark_group("adaptive-p2c-only");
+    for n in SIZES {
+        let (snapshot, now, _guards) = world(n);
+        let s = sluice_balancer::Adaptive::builder().full_scan_max(0).build().expect("valid");
+        let mut entropy = EntropySource::new(7);
+        group.bench_with_input(BenchmarkId::new("nodes", n), &n, |b, _| {
+            b.iter(|| black_box(s.pick(black_box(&PickView::all(&snapshot, now, entropy.next_u64())))))
+        });
+    }
+    group.finish();
     let mut group = c.benchmark_group("naive-baseline");
     for n in SIZES {
         let naive = Naive::new(n);
