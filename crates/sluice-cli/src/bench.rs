@@ -6,7 +6,8 @@
 //! child process in front of the same mock, and compares p50 and p99.
 
 use std::{
-    io::{BufRead, BufReader},
+    io::{self, BufRead, BufReader},
+    net::SocketAddr,
     process::{ExitCode, Stdio},
     sync::{
         Arc,
@@ -15,10 +16,16 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use clap::Args;
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
-use tokio::{sync::Semaphore, time::Instant};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::Semaphore,
+    time::Instant,
+};
 
 use crate::{CliError, mock::MockRegion, table::Table};
 
@@ -128,17 +135,11 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
         return Err(CliError::Failed(format!("sluice serve did not start: `{}`", line.trim())));
     };
 
-    let direct_url = format!("{}/chat/completions", mock.url());
-    let proxy_url = format!("http://{addr}/v1/chat/completions");
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(MAX_IN_FLIGHT)
-        .tcp_nodelay(true)
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| CliError::Failed(format!("cannot build the http client: {e}")))?;
-    let body = bytes::Bytes::from_static(
-        br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"ping"}],"temperature":0}"#,
-    );
+    let proxy_addr: SocketAddr =
+        addr.parse().map_err(|e| CliError::Failed(format!("bad address from sluice serve `{addr}`: {e}")))?;
+    let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"ping"}],"temperature":0}"#;
+    let direct = RawPool::new(mock.addr(), body);
+    let proxy = RawPool::new(proxy_addr, body);
 
     let seconds = Duration::from_secs_f64(args.seconds);
     let warmup = Duration::from_secs_f64(args.warmup);
@@ -152,12 +153,12 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
         let mut pair = [Measurement::new(), Measurement::new()];
         let mut cpu = [(0u64, 0u64), (0u64, 0u64)];
         for round in 0..args.rounds {
-            for (i, url) in [&direct_url, &proxy_url].into_iter().enumerate() {
+            for (i, pool) in [&direct, &proxy].into_iter().enumerate() {
                 if !warmup.is_zero() && round == 0 {
-                    let _ = load(&http, url, &body, rate, warmup).await;
+                    let _ = load(pool, rate, warmup).await;
                 }
                 let before = (cpu_ticks(std::process::id()), cpu_ticks(child.id()));
-                let m = load(&http, url, &body, rate, seconds).await;
+                let m = load(pool, rate, seconds).await;
                 let after = (cpu_ticks(std::process::id()), cpu_ticks(child.id()));
                 if let (Some(a), Some(b), Some(c), Some(d)) = (before.0, after.0, before.1, after.1) {
                     cpu[i].0 += b - a;
@@ -175,13 +176,15 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
                 cpu_text.push_str(&format!(", serve {:.0} µs", per_call(cpu[i].1)));
             }
             println!(
-                "  {rate:>5} rps {name:<6}: {} ok, {} errors, {} dropped, {} sent late (>2 ms), p50 {} p99 {}{cpu_text}",
+                "  {rate:>5} rps {name:<6}: {} ok, {} errors, {} dropped, {} sent late (>2 ms); p50 {} p90 {} p99 {} max {}{cpu_text}",
                 m.latencies.len(),
                 m.errors,
                 m.dropped,
                 m.late,
                 us(m.latencies.value_at_quantile(0.5)),
-                us(m.latencies.value_at_quantile(0.99))
+                us(m.latencies.value_at_quantile(0.9)),
+                us(m.latencies.value_at_quantile(0.99)),
+                us(m.latencies.max())
             );
         }
         rows.push((rate, pair));
@@ -222,9 +225,90 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
+/// Keep-alive HTTP/1.1 connections to one address, each carrying one call at a time.
+///
+/// A hand-written client keeps the generator's own CPU cost small, so that it disturbs the
+/// proxy under test as little as possible on a small machine.
+struct RawPool {
+    addr: SocketAddr,
+    request: Bytes,
+    idle: Mutex<Vec<TcpStream>>,
+}
+
+impl RawPool {
+    fn new(addr: SocketAddr, body: &[u8]) -> Arc<Self> {
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        let mut request = head.into_bytes();
+        request.extend_from_slice(body);
+        Arc::new(Self { addr, request: Bytes::from(request), idle: Mutex::new(Vec::new()) })
+    }
+
+    /// One call: `Ok(true)` for a 2xx answer read to its end.
+    async fn call(&self) -> io::Result<bool> {
+        let pooled = self.idle.lock().pop();
+        let mut stream = match pooled {
+            Some(s) => s,
+            None => {
+                let s = TcpStream::connect(self.addr).await?;
+                s.set_nodelay(true)?;
+                s
+            }
+        };
+        stream.write_all(&self.request).await?;
+        let ok = read_response(&mut stream).await?;
+        self.idle.lock().push(stream);
+        Ok(ok)
+    }
+}
+
+/// Reads one response with a `content-length` or chunked body; returns whether it was a 2xx.
+async fn read_response(stream: &mut TcpStream) -> io::Result<bool> {
+    let mut buf = Vec::with_capacity(2048);
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let ok = head.split(' ').nth(1).is_some_and(|code| code.starts_with('2'));
+    let length =
+        head.lines().find_map(|l| l.strip_prefix("content-length:")).and_then(|v| v.trim().parse::<usize>().ok());
+    match length {
+        Some(len) => {
+            while buf.len() < head_end + len {
+                let n = stream.read(&mut chunk).await?;
+                if n == 0 {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "body cut"));
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+        // Chunked: read to the last chunk.
+        None => {
+            while !buf[head_end..].ends_with(b"0\r\n\r\n") {
+                let n = stream.read(&mut chunk).await?;
+                if n == 0 {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "body cut"));
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+    Ok(ok)
+}
+
 /// Sends `rate` calls per second for `duration`, open loop, and measures each call from the
 /// moment it is sent to the end of its body.
-async fn load(http: &reqwest::Client, url: &str, body: &bytes::Bytes, rate: u32, duration: Duration) -> Measurement {
+async fn load(pool: &Arc<RawPool>, rate: u32, duration: Duration) -> Measurement {
     let latencies = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")));
     let errors = Arc::new(AtomicU64::new(0));
     let permits = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
@@ -244,19 +328,14 @@ async fn load(http: &reqwest::Client, url: &str, body: &bytes::Bytes, rate: u32,
             dropped += 1;
             continue;
         };
-        let (http, url, body) = (http.clone(), url.to_owned(), body.clone());
+        let pool = Arc::clone(pool);
         let (latencies, errors) = (Arc::clone(&latencies), Arc::clone(&errors));
         tasks.spawn(async move {
             let sent = std::time::Instant::now();
-            let result = async {
-                let r = http.post(url).header("content-type", "application/json").body(body).send().await?;
-                let ok = r.status().is_success();
-                r.bytes().await.map(|_| ok)
-            }
-            .await;
+            let result = tokio::time::timeout(Duration::from_secs(10), pool.call()).await;
             let took = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX).max(1);
             match result {
-                Ok(true) => {
+                Ok(Ok(true)) => {
                     let _ = latencies.lock().record(took);
                 }
                 _ => {
@@ -265,7 +344,7 @@ async fn load(http: &reqwest::Client, url: &str, body: &bytes::Bytes, rate: u32,
             }
             drop(permit);
         });
-        // Reap finished tasks now and then so that the set stays small.
+        // Reap finished tasks as we go so that the set stays small.
         while let Some(done) = tasks.try_join_next() {
             let _ = done;
         }
