@@ -152,6 +152,7 @@ pub(crate) async fn run(config: &Config, options: ServeOptions) -> Result<ExitCo
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(Arc::clone(&state));
 
+    let signal = shutdown_signal()?;
     println!(
         "sluice serve: listening on http://{addr} ({} region(s): {}; strategy {})",
         ids.len(),
@@ -164,7 +165,7 @@ pub(crate) async fn run(config: &Config, options: ServeOptions) -> Result<ExitCo
     let (signalled_tx, mut signalled_rx) = watch::channel(false);
     let shutdown_state = Arc::clone(&state);
     let shutdown = async move {
-        wait_for_signal().await;
+        signal.await;
         shutdown_state.draining.store(true, Ordering::SeqCst);
         tracing::info!("shutting down: refusing new calls, draining in-flight calls and streams");
         let _ = signalled_tx.send(true);
@@ -198,26 +199,28 @@ pub(crate) async fn run(config: &Config, options: ServeOptions) -> Result<ExitCo
     }
 }
 
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+/// SIGTERM and SIGINT (Ctrl-C), registered at once so that a signal sent right after the
+/// "listening" line is not lost to the default action.
+#[cfg(unix)]
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, CliError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let register = |kind: SignalKind| {
+        signal(kind).map_err(|e| CliError::Failed(format!("cannot listen for shutdown signals: {e}")))
+    };
+    let (mut term, mut int) = (register(SignalKind::terminate())?, register(SignalKind::interrupt())?);
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    {
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, CliError> {
+    Ok(async {
         let _ = tokio::signal::ctrl_c().await;
-    }
+    })
 }
 
 /// Counts ejections and cooldowns from the health event channel.
