@@ -93,6 +93,9 @@ fn served_line(meta: &ResponseMeta, client: &sluice_client::Client) -> String {
 /// The error plus each failed attempt.
 fn describe(e: &sluice_client::Error) -> String {
     let mut s = chain(e);
+    if matches!(e.kind(), sluice_client::ErrorKind::Credentials { .. }) {
+        s.push_str(" (check the environment variable named by api_key_env; OPENAI_API_KEY by default)");
+    }
     for f in e.failed_attempts() {
         s.push_str(&format!("\n  attempt on {}: {}", f.region, f.failure));
     }
