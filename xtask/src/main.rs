@@ -64,9 +64,9 @@ fn main() -> ExitCode {
 fn usage() -> String {
     let mut out = String::from("usage: cargo xtask <verb>\n\nverbs:\n");
     for v in VERBS {
-        out.push_str(&format!("    {:<8}{}\n", v.name, v.about));
+        out.push_str(&format!("    {:<13}{}\n", v.name, v.about));
     }
-    out.push_str(&format!("    {:<8}{}\n", "help", "print this message"));
+    out.push_str(&format!("    {:<13}{}\n", "help", "print this message"));
     out
 }
 
