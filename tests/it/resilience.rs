@@ -191,3 +191,30 @@ async fn all_regions_down_gives_a_typed_error_with_a_time() {
     assert!(err.to_string().starts_with("no region is eligible; the earliest cooldown ends in"), "{err}");
     assert_eq!(regions.iter().map(MockRegion::chat_hits).sum::<usize>(), 2);
 }
+
+/// Percentile hedging: once the client has seen enough fast calls, a call slower than their
+/// p90 is hedged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_percentile_hedge_fires_after_enough_history() {
+    let slow = MockRegion::start("seoul").await;
+    let fast = MockRegion::start("tokyo").await;
+    let client = builder()
+        .regions([slow.region(SEOUL), fast.region(TOKYO)])
+        .failover(FailoverPolicy::default().hedge(Some(HedgePolicy::Percentile {
+            percentile: 90.0,
+            // Far beyond the deadline: only the learned percentile can fire the hedge.
+            fallback: Duration::from_secs(600),
+        })))
+        .timeouts(Timeouts::default().attempt(Duration::from_secs(60)).total(Duration::from_secs(15)))
+        .build()
+        .unwrap();
+    // Twenty-five fast calls teach the client its latency distribution.
+    for _ in 0..25 {
+        client.chat_completions_with(request(), &CallOptions::new().prefer_region("tokyo")).await.unwrap();
+    }
+    slow.always(Reply::Delay(Duration::from_secs(30), Box::new(Reply::Ok)));
+    let resp = client.chat_completions_with(request(), &CallOptions::new().prefer_region("seoul")).await.unwrap();
+    assert_eq!(&*resp.meta.region, "tokyo");
+    assert!(resp.meta.hedged);
+    assert_eq!((slow.chat_hits(), fast.chat_hits()), (1, 26));
+}
