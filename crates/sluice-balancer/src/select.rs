@@ -8,8 +8,8 @@ use crate::{PickView, rng::PickRng};
 /// Weight × slow-start factor, as `f64`, at the view's time. Zero for zero-weight nodes.
 #[inline]
 pub(crate) fn effective_weight(node: &Node, view: &PickView<'_>) -> f64 {
-    let w = f64::from(node.weight());
-    if node.metrics().in_slow_start() { w * node.metrics().weight_factor_at(view.now_nanos()) } else { w }
+    // Convert the time only for a ramping node.
+    if node.metrics().in_slow_start() { effective_weight_ns(node, view.now_nanos()) } else { f64::from(node.weight()) }
 }
 
 /// [`effective_weight`] with the time already converted.

@@ -98,21 +98,30 @@ impl WeightedRoundRobin {
 
     /// Precomputes the cycle for `snapshot`, so that picks on it never allocate.
     pub fn prepare(&self, snapshot: &Snapshot) {
+        self.with_table(snapshot, |_| ());
+    }
+
+    /// Runs `f` on the table for `snapshot`, building it if this instance has none yet.
+    fn with_table<R>(&self, snapshot: &Snapshot, f: impl FnOnce(&Table) -> R) -> R {
         let generation = snapshot.generation();
         let first = self.first.get_or_init(|| Table::build(snapshot, self.seed));
-        if first.generation != generation && self.later.load().generation != generation {
-            self.later.store(Arc::new(Table::build(snapshot, self.seed)));
+        if first.generation == generation {
+            return f(first);
         }
+        let later = self.later.load();
+        if later.generation == generation {
+            return f(&later);
+        }
+        drop(later);
+        let fresh = Arc::new(Table::build(snapshot, self.seed));
+        self.later.store(Arc::clone(&fresh));
+        f(&fresh)
     }
 
     /// The precomputed cycle for `snapshot`: one full round of picks over a full view,
     /// starting from offset 0.
     pub fn cycle(&self, snapshot: &Snapshot) -> Vec<NodeId> {
-        self.prepare(snapshot);
-        match self.first.get() {
-            Some(t) if t.generation == snapshot.generation() => t.cycle.to_vec(),
-            _ => self.later.load().cycle.to_vec(),
-        }
+        self.with_table(snapshot, |table| table.cycle.to_vec())
     }
 
     fn pick_in(table: &Table, view: &PickView<'_>) -> Option<NodeId> {
@@ -157,19 +166,7 @@ impl Strategy for WeightedRoundRobin {
         if view.is_empty() {
             return None;
         }
-        let generation = view.snapshot().generation();
-        let first = self.first.get_or_init(|| Table::build(view.snapshot(), self.seed));
-        if first.generation == generation {
-            return Self::pick_in(first, view);
-        }
-        let later = self.later.load();
-        if later.generation == generation {
-            return Self::pick_in(&later, view);
-        }
-        drop(later);
-        let fresh = Arc::new(Table::build(view.snapshot(), self.seed));
-        self.later.store(Arc::clone(&fresh));
-        Self::pick_in(&fresh, view)
+        self.with_table(view.snapshot(), |table| Self::pick_in(table, view))
     }
 
     fn name(&self) -> &'static str {

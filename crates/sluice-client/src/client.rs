@@ -183,14 +183,7 @@ impl Client {
         self.inner
             .run(options, hedge, move |a| {
                 let body = body.clone();
-                Box::pin(async move {
-                    let resp = a.send(Method::POST, "chat/completions", HeaderMap::new(), body, false).await?;
-                    let bytes = resp.bytes().await.map_err(AttemptError::Connect)?;
-                    let parsed: ChatCompletion =
-                        serde_json::from_slice(&bytes).map_err(|e| AttemptError::Invalid(e.into()))?;
-                    drop(a.guard);
-                    Ok(parsed)
-                })
+                Box::pin(a.json::<ChatCompletion>(Method::POST, "chat/completions", body))
             })
             .await
     }
@@ -222,7 +215,7 @@ impl Client {
                 Box::pin(async move {
                     let mut headers = HeaderMap::new();
                     headers.insert(header::ACCEPT, HeaderValue::from_static("text/event-stream"));
-                    let resp = a.send(Method::POST, "chat/completions", headers, body, true).await?;
+                    let resp = a.send(Method::POST, "chat/completions", headers, body).await?;
                     let mut events = EventStream::new(resp);
                     let first = first_event(&mut events, a.inner.timeouts.first_chunk).await?;
                     Ok((events, first, a.guard, a.deadline))
@@ -242,14 +235,7 @@ impl Client {
     pub async fn models_with(&self, options: &CallOptions) -> Result<Response<ModelList>, Error> {
         self.inner
             .run(options, self.inner.policy.hedge, |a| {
-                Box::pin(async move {
-                    let resp = a.send(Method::GET, "models", HeaderMap::new(), Bytes::new(), false).await?;
-                    let bytes = resp.bytes().await.map_err(AttemptError::Connect)?;
-                    let parsed: ModelList =
-                        serde_json::from_slice(&bytes).map_err(|e| AttemptError::Invalid(e.into()))?;
-                    drop(a.guard);
-                    Ok(parsed)
-                })
+                Box::pin(a.json::<ModelList>(Method::GET, "models", Bytes::new()))
             })
             .await
     }
@@ -272,7 +258,7 @@ impl Client {
                 let (method, path, headers, body) =
                     (method.clone(), Arc::clone(&path), Arc::clone(&headers), body.clone());
                 Box::pin(async move {
-                    let resp = a.send(method, &path, (*headers).clone(), body, true).await?;
+                    let resp = a.send(method, &path, (*headers).clone(), body).await?;
                     let status = resp.status();
                     let headers = resp.headers().clone();
                     let mut body = RawBody::upstream(resp);
@@ -324,6 +310,19 @@ fn sanitize_headers(mut headers: HeaderMap) -> HeaderMap {
 // ===== impl Attempt =====
 
 impl Attempt {
+    /// A plain call: sends, reads the whole body and parses it as `T`. The in-flight guard is
+    /// released with the attempt, once the body has been read.
+    pub(crate) async fn json<T: serde::de::DeserializeOwned>(
+        self,
+        method: Method,
+        path: &'static str,
+        body: Bytes,
+    ) -> Result<T, AttemptError> {
+        let resp = self.send(method, path, HeaderMap::new(), body).await?;
+        let bytes = resp.bytes().await.map_err(AttemptError::Connect)?;
+        serde_json::from_slice(&bytes).map_err(|e| AttemptError::Invalid(e.into()))
+    }
+
     /// Sends the request and returns the answer if its status is a success.
     ///
     /// Until the answer's head arrives the attempt can be rescued.
@@ -333,7 +332,6 @@ impl Attempt {
         path: &str,
         mut headers: HeaderMap,
         body: Bytes,
-        json_body: bool,
     ) -> Result<reqwest::Response, AttemptError> {
         let inner = &*self.inner;
         let node = inner.snapshot.node(self.node);
@@ -344,7 +342,7 @@ impl Attempt {
             value.set_sensitive(true);
             headers.insert(header::AUTHORIZATION, value);
         }
-        if !body.is_empty() && (json_body || !headers.contains_key(header::CONTENT_TYPE)) {
+        if !body.is_empty() {
             headers.entry(header::CONTENT_TYPE).or_insert(HeaderValue::from_static("application/json"));
         }
         let request = inner.http.request(method, url).headers(headers).body(body).send();
