@@ -2,6 +2,7 @@
 #![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod budget;
 mod config;
 mod error;
 mod event;
@@ -24,6 +25,7 @@ pub use async_trait::async_trait;
 
 #[doc(inline)]
 pub use self::{
+    budget::RetryBudget,
     config::{
         DEFAULT_BASE_EJECTION, DEFAULT_CONSECUTIVE_FAILURES, DEFAULT_EJECTION_DECAY, DEFAULT_ERROR_PENALTY,
         DEFAULT_FAILURE_RATE_MIN_REQUESTS, DEFAULT_FAILURE_RATE_THRESHOLD, DEFAULT_FAILURE_RATE_WINDOW, DEFAULT_FALL,
