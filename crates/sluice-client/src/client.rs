@@ -16,7 +16,10 @@ use futures_util::{StreamExt, stream::FuturesUnordered};
 use http::{HeaderMap, HeaderValue, Method, header};
 use parking_lot::Mutex;
 use sluice_balancer::{Caller, PickView, Strategy};
-use sluice_health::{HealthMonitor, Outcome, ProberHandle, Selection};
+use sluice_health::{
+    HealthMonitor, Outcome, ProberHandle, Selection,
+    classify::{Verdict, classify_status},
+};
 use sluice_region_model::{ApiKey, GeoPoint, InFlightGuard, NodeId, Snapshot};
 use url::Url;
 
@@ -26,7 +29,6 @@ use crate::{
     budget::RetryBudget,
     latency::LatencyHistogram,
     rescue::{RescueHub, now},
-    retry_after::parse_retry_after,
     stream::{EventStream, first_event},
 };
 
@@ -101,7 +103,7 @@ impl CallOptions {
 pub(crate) enum AttemptError {
     Connect(reqwest::Error),
     Timeout,
-    Status { status: u16, retry_after: Option<Duration>, body: Bytes },
+    Status { status: u16, verdict: Verdict, body: Bytes },
     FirstChunk(Option<Box<dyn std::error::Error + Send + Sync>>),
     Invalid(Box<dyn std::error::Error + Send + Sync>),
     Rescued,
@@ -358,12 +360,12 @@ impl Attempt {
             () = rescued => return Err(AttemptError::Rescued),
         };
         let status = response.status();
-        if status.is_success() {
+        let verdict = classify_status(status, response.headers(), SystemTime::now());
+        if verdict == Verdict::Success {
             return Ok(response);
         }
-        let retry_after = parse_retry_after(response.headers(), SystemTime::now(), inner.policy.retry_after_cap);
         let body = read_limited(response).await;
-        Err(AttemptError::Status { status: status.as_u16(), retry_after, body })
+        Err(AttemptError::Status { status: status.as_u16(), verdict, body })
     }
 }
 
@@ -461,18 +463,19 @@ impl Inner {
             Err(AttemptError::Connect(_)) => Outcome::ConnectError,
             Err(AttemptError::Timeout | AttemptError::FirstChunk(_)) => Outcome::Timeout,
             Err(AttemptError::Invalid(_)) => Outcome::ServerError { status: 502, retry_after: None },
-            Err(AttemptError::Status { status: 429, retry_after, .. }) => {
-                Outcome::RateLimited { retry_after: *retry_after }
-            }
-            Err(AttemptError::Status { status, retry_after, .. }) if *status >= 500 => {
-                Outcome::ServerError { status: *status, retry_after: *retry_after }
-            }
-            Err(AttemptError::Status { status: status @ (401 | 403), .. }) => {
+            Err(AttemptError::Status { status, verdict: Verdict::Credentials, .. }) => {
                 tracing::error!(region = %self.regions[node.index()], status, "region rejected the api key");
                 return;
             }
-            // Client errors say nothing about the region; a rescue was already judged.
-            Err(AttemptError::Status { .. } | AttemptError::Rescued) => return,
+            Err(AttemptError::Status { status, verdict, .. }) => {
+                // Client errors say nothing about the region.
+                let Some(outcome) = http::StatusCode::from_u16(*status).ok().and_then(|s| verdict.outcome(s)) else {
+                    return;
+                };
+                outcome
+            }
+            // A rescue was already judged.
+            Err(AttemptError::Rescued) => return,
         };
         self.health.record(node, outcome, at);
     }
@@ -675,22 +678,16 @@ impl Inner {
             AttemptError::Rescued => {
                 (AttemptFailure::Rescued, Disposition::Retry, Error::new(ErrorKind::Connect { region }))
             }
-            AttemptError::Status { status, retry_after, body } => {
+            AttemptError::Status { status, verdict, body } => {
+                let retry_after = verdict.retry_after().map(|d| d.min(self.policy.retry_after_cap));
                 let failure = AttemptFailure::Status { status, retry_after };
-                match status {
-                    401 | 403 => {
+                let error = || Error::new(ErrorKind::Status { region: Arc::clone(&region), status, body, retry_after });
+                match verdict {
+                    Verdict::Credentials => {
                         (failure, Disposition::Credentials, Error::new(ErrorKind::Credentials { region, status }))
                     }
-                    408 | 429 | 500..=599 => (
-                        failure,
-                        Disposition::Retry,
-                        Error::new(ErrorKind::Status { region, status, body, retry_after }),
-                    ),
-                    _ => (
-                        failure,
-                        Disposition::Fatal,
-                        Error::new(ErrorKind::Status { region, status, body, retry_after }),
-                    ),
+                    v if v.is_retryable() => (failure, Disposition::Retry, error()),
+                    _ => (failure, Disposition::Fatal, error()),
                 }
             }
         }

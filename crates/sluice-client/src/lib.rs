@@ -10,7 +10,6 @@ mod error;
 mod latency;
 mod meta;
 mod rescue;
-mod retry_after;
 mod stream;
 mod types;
 
@@ -26,7 +25,6 @@ pub use self::{
     },
     error::{BuildError, Error, ErrorKind},
     meta::{AttemptFailure, FailedAttempt, Response, ResponseMeta},
-    retry_after::parse_retry_after,
     stream::{ChatStream, RawBody, RawRequest, RawResponse},
     types::{
         ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage, Choice, ChunkChoice, Delta, Model,
@@ -35,5 +33,5 @@ pub use self::{
 };
 
 pub use sluice_balancer::{Strategy, StrategyKind};
-pub use sluice_health::{OutlierConfig, Probe, ProbeConfig};
+pub use sluice_health::{OutlierConfig, Probe, ProbeConfig, classify};
 pub use sluice_region_model::{ApiKey, GeoPoint, Region};

@@ -3,6 +3,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod budget;
+pub mod classify;
 mod config;
 mod error;
 mod event;
