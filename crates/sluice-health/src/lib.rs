@@ -7,6 +7,7 @@ pub mod classify;
 mod config;
 mod error;
 mod event;
+mod hook;
 mod hysteresis;
 mod monitor;
 mod outlier;
@@ -37,6 +38,7 @@ pub use self::{
     },
     error::{ConfigError, ProbeError},
     event::{EjectionReason, HealthEvent, HealthEventKind},
+    hook::{GATED_RTT_PROBE_EVERY, HealthHook, SharedVerdict},
     monitor::{EVENT_CHANNEL_CAPACITY, HealthMonitor, NodeStatus, Outcome, Selection},
     probe::Probe,
     prober::ProberHandle,

@@ -3,7 +3,7 @@
 use std::{
     fmt,
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
@@ -13,7 +13,7 @@ use sluice_region_model::{AdminState, HealthState, NodeId, NodeMetrics, Snapshot
 use tokio::sync::broadcast;
 
 use crate::{
-    EjectionReason, HealthEvent, HealthEventKind, OutlierConfig,
+    EjectionReason, HealthEvent, HealthEventKind, HealthHook, OutlierConfig, SharedVerdict,
     outlier::{BUCKETS, NodeState, next_multiplier},
 };
 
@@ -22,7 +22,7 @@ use crate::{
 pub const EVENT_CHANNEL_CAPACITY: usize = 1024;
 
 /// A cooldown extension shorter than this is not published as a new event.
-const COOLDOWN_EVENT_STEP_NS: u64 = 1_000_000_000;
+pub(crate) const COOLDOWN_EVENT_STEP_NS: u64 = 1_000_000_000;
 
 /// Decides which nodes may take traffic, from real call outcomes (passive) and from the
 /// active prober, and writes its verdicts into the snapshot's [`NodeMetrics`].
@@ -45,6 +45,8 @@ pub(crate) struct Inner {
     bucket_ns: u64,
     /// Live probe tasks of every prober spawned from this monitor.
     pub(crate) probe_tasks: AtomicUsize,
+    /// Fleet mode's hook, if attached (see `hook.rs`).
+    pub(crate) hook: OnceLock<Arc<dyn HealthHook>>,
 }
 
 /// The outcome of one call, as the client reports it to [`HealthMonitor::record`].
@@ -138,6 +140,7 @@ impl HealthMonitor {
             max_ejected,
             bucket_ns,
             probe_tasks: AtomicUsize::new(0),
+            hook: OnceLock::new(),
         };
         Self { inner: Arc::new(inner) }
     }
@@ -345,6 +348,11 @@ impl HealthMonitor {
     pub(crate) fn inner(&self) -> &Arc<Inner> {
         &self.inner
     }
+
+    #[cfg(feature = "test-util")]
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
+        Self { inner }
+    }
 }
 
 impl fmt::Debug for HealthMonitor {
@@ -491,7 +499,7 @@ impl Inner {
 
     /// Starts the slow-start ramp at the end of the node's exclusion, so that it ramps up
     /// when it comes back on its own.
-    fn schedule_slow_start(&self, metrics: &NodeMetrics) {
+    pub(crate) fn schedule_slow_start(&self, metrics: &NodeMetrics) {
         let window = self.config.slow_start_window();
         if let (false, Some(from)) = (window.is_zero(), metrics.excluded_until()) {
             metrics.begin_slow_start(from, window, self.config.slow_start_floor());
@@ -539,7 +547,23 @@ impl Inner {
         }
     }
 
+    /// Shares a local verdict with the hook (fleet mode), then emits it.
     pub(crate) fn publish(&self, node: NodeId, kind: HealthEventKind, at: Instant) {
+        if let Some(hook) = self.hook.get()
+            && let Some(verdict) = SharedVerdict::from_event(&kind, at)
+        {
+            hook.on_verdict(node, verdict);
+        }
+        self.emit(node, kind, at);
+    }
+
+    /// Whether this replica probes `node` in full (no hook: always).
+    pub(crate) fn may_probe(&self, node: NodeId) -> bool {
+        self.hook.get().is_none_or(|hook| hook.may_probe(node))
+    }
+
+    /// Sends an event on the channel and to no hook.
+    pub(crate) fn emit(&self, node: NodeId, kind: HealthEventKind, at: Instant) {
         if self.events.receiver_count() == 0 {
             return;
         }

@@ -6,7 +6,10 @@ use rand::{Rng, SeedableRng, rngs::SmallRng};
 use sluice_region_model::{HealthState, NodeId};
 use tokio::{task::JoinSet, time::Instant as TokioInstant};
 
-use crate::{HealthEventKind, HealthMonitor, Probe, ProbeConfig, ProbeError, hysteresis::Hysteresis, monitor::Inner};
+use crate::{
+    GATED_RTT_PROBE_EVERY, HealthEventKind, HealthMonitor, Probe, ProbeConfig, ProbeError, hysteresis::Hysteresis,
+    monitor::Inner,
+};
 
 /// Owns the probe tasks started by [`HealthMonitor::spawn_prober`].
 ///
@@ -64,6 +67,7 @@ impl HealthMonitor {
                 hysteresis: Hysteresis::new(config.rise(), config.fall())
                     .starting_at(self.snapshot().node(*id).metrics().health()),
                 credentials_failing: false,
+                gated_rounds: 0,
             };
             tasks.spawn(async move {
                 let _live = live;
@@ -127,6 +131,8 @@ struct NodeProber {
     rng: SmallRng,
     hysteresis: Hysteresis,
     credentials_failing: bool,
+    /// Rounds skipped in a row because another replica holds this node's probe lease.
+    gated_rounds: u32,
 }
 
 impl NodeProber {
@@ -135,12 +141,24 @@ impl NodeProber {
         let mut deadline = origin + initial;
         loop {
             tokio::time::sleep_until(deadline).await;
-            let node = self.monitor.snapshot().node(self.node);
-            let result = match tokio::time::timeout(self.config.timeout(), self.probe.probe(node)).await {
-                Ok(result) => result,
-                Err(_) => Err(ProbeError::Timeout),
-            };
-            self.handle(result);
+            if self.monitor.inner().may_probe(self.node) {
+                if self.gated_rounds > 0 {
+                    // Taking over from another replica: start from the verdict it shared.
+                    self.gated_rounds = 0;
+                    let shared = self.monitor.snapshot().node(self.node).metrics().health();
+                    self.hysteresis = Hysteresis::new(self.config.rise(), self.config.fall()).starting_at(shared);
+                }
+                let result = self.probe_once().await;
+                self.handle(result);
+            } else {
+                // Another replica probes this node; keep measuring our own round trip, rarely.
+                self.gated_rounds = self.gated_rounds.wrapping_add(1);
+                if self.gated_rounds % GATED_RTT_PROBE_EVERY == 1
+                    && let Ok(rtt) = self.probe_once().await
+                {
+                    self.monitor.snapshot().node(self.node).metrics().record_probe_rtt(rtt);
+                }
+            }
             let base = if self.hysteresis.state() == HealthState::Unhealthy {
                 self.config.unhealthy_interval()
             } else {
@@ -152,6 +170,14 @@ impl NodeProber {
                 // The probe overran its interval: go again at the next grid point.
                 deadline = align_up(origin, now, grid);
             }
+        }
+    }
+
+    async fn probe_once(&self) -> Result<Duration, ProbeError> {
+        let node = self.monitor.snapshot().node(self.node);
+        match tokio::time::timeout(self.config.timeout(), self.probe.probe(node)).await {
+            Ok(result) => result,
+            Err(_) => Err(ProbeError::Timeout),
         }
     }
 

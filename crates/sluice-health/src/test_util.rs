@@ -111,3 +111,89 @@ impl Probe for ScriptedProbe {
         }
     }
 }
+
+/// An in-process fleet: monitors that joined share their verdicts at once, and each node is
+/// probed in full only by the member [`set_prober`](Self::set_prober) names.
+///
+/// It stands in for the Redis-backed fleet of `sluice-fleet` in tests of the hooks.
+/// Verdicts are applied to the other members synchronously, at `tokio::time::Instant::now()`,
+/// so they follow paused time.
+#[derive(Default)]
+pub struct FleetHub {
+    state: Mutex<HubState>,
+}
+
+#[derive(Default)]
+struct HubState {
+    members: Vec<std::sync::Weak<crate::monitor::Inner>>,
+    probers: HashMap<NodeId, usize>,
+}
+
+#[derive(Debug)]
+struct HubMember {
+    hub: std::sync::Arc<FleetHub>,
+    index: usize,
+}
+
+// ===== impl FleetHub =====
+
+impl fmt::Debug for FleetHub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.state.lock();
+        f.debug_struct("FleetHub").field("members", &state.members.len()).field("probers", &state.probers).finish()
+    }
+}
+
+impl FleetHub {
+    /// An empty hub.
+    pub fn new() -> std::sync::Arc<Self> {
+        std::sync::Arc::default()
+    }
+
+    /// Attaches the hub to `monitor` as its hook and returns its member index.
+    ///
+    /// # Panics
+    /// If `monitor` already has a hook.
+    pub fn join(self: &std::sync::Arc<Self>, monitor: &crate::HealthMonitor) -> usize {
+        let index = {
+            let mut state = self.state.lock();
+            state.members.push(std::sync::Arc::downgrade(monitor.inner()));
+            state.members.len() - 1
+        };
+        let member = HubMember { hub: std::sync::Arc::clone(self), index };
+        monitor.set_hook(std::sync::Arc::new(member)).expect("the monitor has no hook yet");
+        index
+    }
+
+    /// Makes `member` the only full prober of `node` (`None`: every member probes it).
+    pub fn set_prober(&self, node: NodeId, member: Option<usize>) {
+        let mut state = self.state.lock();
+        match member {
+            Some(m) => state.probers.insert(node, m),
+            None => state.probers.remove(&node),
+        };
+    }
+}
+
+impl crate::HealthHook for HubMember {
+    fn on_verdict(&self, node: NodeId, verdict: crate::SharedVerdict) {
+        let others: Vec<_> = {
+            let state = self.hub.state.lock();
+            state
+                .members
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != self.index)
+                .filter_map(|(_, m)| m.upgrade())
+                .collect()
+        };
+        let now = tokio::time::Instant::now().into_std();
+        for inner in others {
+            crate::HealthMonitor::from_inner(inner).apply_shared(node, verdict, now);
+        }
+    }
+
+    fn may_probe(&self, node: NodeId) -> bool {
+        self.hub.state.lock().probers.get(&node).is_none_or(|m| *m == self.index)
+    }
+}

@@ -271,3 +271,41 @@ async fn dropping_the_handle_stops_every_task() {
     assert_eq!(m.probe_tasks(), 0);
     assert_eq!(Arc::strong_count(&probe), 1);
 }
+
+/// Two monitors in one in-process fleet: the lease holder probes and the other takes its
+/// verdict, probing only now and then for its own round trip; a takeover starts from the
+/// shared verdict.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_fleet_probes_each_node_once_and_shares_the_verdict() {
+    use sluice_health::{GATED_RTT_PROBE_EVERY, test_util::FleetHub};
+
+    let (a, b) = (monitor(1, OutlierConfig::default()), monitor(1, OutlierConfig::default()));
+    let hub = FleetHub::new();
+    let (ia, ib) = (hub.join(&a), hub.join(&b));
+    hub.set_prober(id(0), Some(ia));
+    let (probe_a, probe_b) = (Arc::new(ScriptedProbe::new()), Arc::new(ScriptedProbe::new()));
+    // A sees the node fail from t = 2 on; B's own probe would still pass.
+    probe_a.push(id(0), [Reply::Ok(MS), Reply::Ok(MS)]);
+    probe_a.set_default(id(0), Reply::Refused);
+    let start = Instant::now();
+    let (_pa, _pb) = (a.spawn_prober(probe_a.clone(), exact(3, 2)), b.spawn_prober(probe_b.clone(), exact(3, 2)));
+    sleep_until(start + 4100 * MS).await;
+    assert_eq!(health(&a, 0), HealthState::Unhealthy, "A's probes failed three times");
+    assert_eq!(health(&b, 0), HealthState::Unhealthy, "B took A's verdict");
+    // B probed once (round trip only) in its first round, not every second.
+    assert_eq!(probe_b.calls(id(0)).len(), 1);
+    assert!(b.snapshot().node(id(0)).metrics().probe_rtt().is_some(), "B keeps its own round trip");
+    sleep_until(start + GATED_RTT_PROBE_EVERY * S + 100 * MS).await;
+    assert_eq!(probe_b.calls(id(0)).len(), 2, "one round-trip probe every {GATED_RTT_PROBE_EVERY} rounds");
+    assert_eq!(health(&b, 0), HealthState::Unhealthy, "a round-trip probe carries no verdict");
+
+    // A dies; B takes the lease over and starts from the shared verdict: rise = 2 passes.
+    drop(_pa);
+    hub.set_prober(id(0), Some(ib));
+    let takeover = Instant::now();
+    sleep(1100 * MS).await;
+    assert_eq!(health(&b, 0), HealthState::Unhealthy, "one pass is below rise = 2");
+    sleep_until(takeover + 2600 * MS).await;
+    assert_eq!(health(&b, 0), HealthState::Healthy);
+    assert_eq!(health(&a, 0), HealthState::Healthy, "A took B's verdict");
+}
