@@ -98,7 +98,8 @@ pub const DEFAULT_SLOW_START_WINDOW: Duration = Duration::from_secs(30);
 /// Weight factor at the start of the slow-start ramp: 10 % (Envoy's `min_weight_percent`).
 pub const DEFAULT_SLOW_START_FLOOR: f64 = 0.10;
 
-/// Latency peak recorded for a 5xx or 429 answer: 5 s, as Linkerd's load biaser does.
+/// Latency peak recorded for a failed call (connect error, timeout, 5xx): 5 s, as Linkerd's load
+/// biaser does. A 429 records none: it lowers the concurrency limit instead.
 ///
 /// It makes latency-aware strategies avoid the node for a while; the peak decays like any
 /// other sample.
@@ -424,7 +425,7 @@ impl OutlierConfig {
         self.slow_start_floor
     }
 
-    /// Latency peak recorded for a 5xx or 429 answer.
+    /// Latency peak recorded for a connect error, timeout or 5xx answer.
     pub fn error_penalty(&self) -> Duration {
         self.error_penalty
     }
@@ -530,7 +531,7 @@ impl OutlierConfigBuilder {
         self
     }
 
-    /// Latency peak recorded for a 5xx or 429 answer; zero records none.
+    /// Latency peak recorded for a connect error, timeout or 5xx answer; zero records none.
     pub fn error_penalty(mut self, penalty: Duration) -> Self {
         self.config.error_penalty = penalty;
         self

@@ -167,13 +167,14 @@ impl HealthMonitor {
     /// * `Success`: `record_success`; resets the consecutive-failure count, unless the call
     ///   started (`now - latency`) before the latest counted failure: such a call was accepted
     ///   before the node broke, so its success says nothing about the node now.
-    /// * `Timeout`, `ConnectError`: `record_failure`; counts towards ejection.
-    /// * `ServerError`: `record_failure` and a latency penalty
-    ///   ([`error_penalty`](OutlierConfig::error_penalty)); counts towards ejection. A 503 with
-    ///   Retry-After also starts a cooldown.
-    /// * `RateLimited`: a latency penalty of at least the (capped) Retry-After, and a cooldown
-    ///   if Retry-After is present. Not a failure: the node works, we are only asked to slow
-    ///   down, so a 429 never ejects and does not raise the error rate.
+    /// * `Timeout`, `ConnectError`, `ServerError`: `record_failure` and a latency penalty
+    ///   ([`error_penalty`](OutlierConfig::error_penalty)), so that a node that fails fast
+    ///   looks expensive, not cheap; counts towards ejection. A 503 with Retry-After also
+    ///   starts a cooldown.
+    /// * `RateLimited`: `record_throttle`, which lowers the node's learned concurrency limit,
+    ///   and a cooldown if Retry-After is present. Not a failure: the node works, we are only
+    ///   asked to slow down, so a 429 never ejects, does not raise the error rate, adds no
+    ///   latency penalty, and its cooldown does not restart the slow-start ramp.
     ///
     /// Outcomes that arrive while the node is ejected (calls that were in flight) update the
     /// metrics but not the ejection counters.
@@ -208,6 +209,10 @@ impl HealthMonitor {
                     state.roll(now_ns, inner.bucket_ns, metrics);
                 }
                 metrics.record_failure(now);
+                let penalty = inner.config.error_penalty();
+                if !penalty.is_zero() {
+                    metrics.record_penalty(penalty, now);
+                }
                 if counted {
                     inner.on_failure(node, now_ns, now);
                 }
@@ -232,11 +237,7 @@ impl HealthMonitor {
                 }
             }
             Outcome::RateLimited { retry_after } => {
-                let capped = retry_after.map(|a| a.min(inner.config.retry_after_cap()));
-                let penalty = inner.config.error_penalty().max(capped.unwrap_or_default());
-                if !penalty.is_zero() {
-                    metrics.record_penalty(penalty, now);
-                }
+                metrics.record_throttle(now);
                 if let Some(after) = retry_after {
                     inner.cooldown(node, after, now_ns, now);
                 }
@@ -487,9 +488,9 @@ impl Inner {
             return;
         }
         let until = self.instant(until_ns);
-        let metrics = self.metrics(node);
-        metrics.extend_exclusion(until);
-        self.schedule_slow_start(metrics);
+        // No slow start: the node works and asked for a pause; ramping it again after every
+        // 429 would cut its share in a sawtooth.
+        self.metrics(node).extend_exclusion(until);
         if prev <= now_ns || until_ns - prev >= COOLDOWN_EVENT_STEP_NS {
             tracing::info!(node = %node, region = %self.regions[node.index()], retry_after = ?after,
                 "node cooling down after retry-after");

@@ -101,9 +101,20 @@ fn recording_updates_node_metrics() {
     assert!(metrics.error_rate(t0) > 0.0);
     // The 500 recorded a latency peak of the error penalty.
     assert_eq!(metrics.latency_estimate(t0), Some(5 * S));
-    // A 429 is a penalty but not a failure.
+    // A 429 is neither a failure nor a latency penalty: it lowers the learned concurrency
+    // limit.
+    let _in_flight: Vec<_> = (0..10).map(|_| metrics.start_request()).collect();
     m.record(id(1), Outcome::RateLimited { retry_after: None }, t0);
     assert_eq!(metrics.failures(), 2);
+    assert_eq!(metrics.latency_estimate(t0), Some(5 * S));
+    assert_eq!(metrics.concurrency_limit(), Some(9.0));
+    // A connect error is expensive: it records the penalty too, even on a node that never
+    // succeeded (which keeps it, having no baseline to decay to).
+    let fresh = Arc::clone(m.snapshot().node(id(0)).metrics());
+    m.record(id(0), Outcome::ConnectError, t0);
+    assert_eq!(fresh.latency_estimate(t0 + 600 * S), Some(5 * S));
+    m.record(id(0), Outcome::Timeout, t0);
+    assert_eq!(fresh.failures(), 2);
     // Ids from another snapshot are ignored.
     m.record(id(7), Outcome::Timeout, t0);
 }
@@ -270,6 +281,24 @@ fn slow_start_follows_an_ejection() {
     assert!((metrics.weight_factor(back) - 0.10).abs() < 1e-9);
     assert!((metrics.weight_factor(back + 15 * S) - 0.55).abs() < 1e-9);
     assert_eq!(metrics.weight_factor(back + 30 * S), 1.0);
+}
+
+#[test]
+fn a_cooldown_does_not_restart_slow_start() {
+    let (m, t0) = monitor(2, OutlierConfig::default());
+    fail(&m, 0, 5, t0);
+    let metrics = m.snapshot().node(id(0)).metrics();
+    let back = t0 + 10 * S;
+    // Halfway up the ramp, a 429 with Retry-After pauses the node...
+    let mid = back + 15 * S;
+    m.record(id(0), Outcome::RateLimited { retry_after: Some(2 * S) }, mid);
+    assert_eq!(eligible(&m, mid + S), [1]);
+    // ...and when the pause ends the ramp is where the clock says, not back at the floor.
+    assert!((metrics.weight_factor(mid + 2 * S) - 0.61).abs() < 1e-9);
+    assert_eq!(metrics.weight_factor(back + 30 * S), 1.0);
+    // A 429 on a node that is not ramping starts no ramp.
+    m.record(id(1), Outcome::RateLimited { retry_after: Some(2 * S) }, t0);
+    assert_eq!(m.snapshot().node(id(1)).metrics().weight_factor(t0 + 2 * S), 1.0);
 }
 
 #[test]

@@ -17,7 +17,10 @@ pub use self::{
     geo::{EARTH_RADIUS_KM, GeoPoint},
     health_state::{AdminState, Availability, HealthState},
     in_flight::InFlightGuard,
-    metrics::{DEFAULT_ERROR_ALPHA, DEFAULT_METRICS_DECAY, NodeMetrics},
+    metrics::{
+        DEFAULT_BASELINE_ALPHA, DEFAULT_ERROR_ALPHA, DEFAULT_LIMIT_BACKOFF, DEFAULT_LIMIT_INCREASE,
+        DEFAULT_METRICS_DECAY, FAILING_HOLD, FAILING_STREAK, MIN_CONCURRENCY_LIMIT, NodeMetrics,
+    },
     node::{Node, NodeId},
     region::{ApiKey, DEFAULT_WEIGHT, Region},
     snapshot::{Snapshot, SnapshotBuilder},

@@ -24,6 +24,32 @@ pub const DEFAULT_ERROR_ALPHA: f64 = 0.1;
 /// Weight of one sample in the probe round-trip estimate.
 const PROBE_RTT_ALPHA: f64 = 0.3;
 
+/// Weight of one successful call's latency in the baseline that the latency estimate decays
+/// towards.
+pub const DEFAULT_BASELINE_ALPHA: f64 = 0.1;
+
+/// Multiplicative decrease of the learned concurrency limit on a 429 (AIMD, as Netflix's
+/// concurrency-limits `AIMDLimit`).
+pub const DEFAULT_LIMIT_BACKOFF: f64 = 0.9;
+
+/// Additive increase of the learned concurrency limit: it grows by this much per `limit`
+/// successful calls that found the limit nearly reached, i.e. by about this much per round of
+/// calls at the limit.
+pub const DEFAULT_LIMIT_INCREASE: f64 = 0.5;
+
+/// The learned limit never falls below this.
+pub const MIN_CONCURRENCY_LIMIT: f64 = 1.0;
+
+/// The learned limit grows only on successes that found at least this share of it in use.
+const LIMIT_NEAR: f64 = 0.9;
+
+/// Failures in a row from which a node counts as failing (see [`NodeMetrics::is_failing`]).
+pub const FAILING_STREAK: u32 = 3;
+
+/// How long a failing node stays failing without a new failure (see
+/// [`NodeMetrics::is_failing`]).
+pub const FAILING_HOLD: Duration = Duration::from_secs(10);
+
 /// Bits of an `f64` NaN, used as "no sample yet".
 const NO_SAMPLE: u64 = 0x7ff8_0000_0000_0000;
 
@@ -42,14 +68,30 @@ const DECAY_SKIP_NS: u64 = 1_000_000;
 ///
 /// # Estimates
 /// * **Latency** is a peak-EWMA (Finagle's `PeakEwma`, also in tower): a sample above the
-///   estimate replaces it at once; otherwise the estimate decays by `d = exp(-Δt/τ)` over the
-///   time since the last update and the sample is added with weight `1 - d`.
-///   On read the estimate decays towards 0 with `exp(-Δt/τ)`, so a node that stopped getting
-///   traffic after a bad spell looks better over time and is tried again.
+///   estimate replaces it at once; otherwise the estimate moves towards the sample with weight
+///   `1 - d`, `d = exp(-Δt/τ)` over the time since the last update.
+///   Over time without samples the estimate decays towards a **baseline**, never towards 0:
+///   the baseline is a plain EWMA (weight [`DEFAULT_BASELINE_ALPHA`]) of successful calls'
+///   latencies, so a peak (a slow answer, a penalty) fades back to the node's usual latency
+///   and an idle far region never looks faster than it is. A node that has never succeeded
+///   has no baseline and keeps its penalty until it succeeds.
+///   [`latency_toward`](Self::latency_toward) decays towards a baseline of the caller's
+///   choice instead, such as the latency of the peer a strategy compares the node with.
 /// * **Error rate** is an EWMA of failure indicators with weight [`DEFAULT_ERROR_ALPHA`] per
 ///   outcome, decaying towards 0 on read in the same way.
-/// * **Probe RTT** is a plain EWMA of active-probe round trips, kept apart from call latency
-///   because a chat completion and a `GET /models` differ by orders of magnitude.
+/// * **Probe RTT** is a plain EWMA of active-probe round trips and connect times, kept apart
+///   from call latency because a chat completion and a `GET /models` differ by orders of
+///   magnitude. It is this process's own measure of nearness.
+///
+/// # Concurrency limit
+/// How many calls the node serves at once: a configured limit
+/// ([`set_max_concurrency`](Self::set_max_concurrency), from `Region::with_max_concurrency`),
+/// and a limit learned by AIMD (Netflix concurrency-limits): unknown until the first 429, which
+/// sets it to [`DEFAULT_LIMIT_BACKOFF`] × the calls then in flight; each later 429 multiplies
+/// it by [`DEFAULT_LIMIT_BACKOFF`]; successes that find it nearly reached raise it by
+/// [`DEFAULT_LIMIT_INCREASE`] per round of calls. The learned limit never exceeds the
+/// configured one. [`concurrency_limit`](Self::concurrency_limit) is the smaller of the two.
+/// Limits are advice for strategies (soft): nothing here refuses a call.
 ///
 /// # Layout
 /// The fields a pick reads come first in a cache-line-aligned `repr(C)` struct, so reading a
@@ -58,20 +100,30 @@ const DECAY_SKIP_NS: u64 = 1_000_000;
 pub struct NodeMetrics {
     // ----- read on the pick path: first cache line -----
     latency_bits: AtomicU64,
-    error_bits: AtomicU64,
+    /// EWMA of successful latencies, the target of the latency decay; NaN = none.
+    baseline_bits: AtomicU64,
     updated_at: AtomicU64,
     /// `1 / decay_ns`, so that the read path multiplies instead of dividing.
     inv_decay_ns: f64,
     /// Nanoseconds since epoch, plus one, when slow start began; 0 = none.
     slow_start_from: AtomicU64,
-    /// Nanoseconds since epoch until which the node is excluded; 0 = not excluded.
-    excluded_until: AtomicU64,
+    /// The effective concurrency limit as `f64` bits; infinity = none.
+    limit_bits: AtomicU64,
     probe_rtt_bits: AtomicU64,
     pub(crate) in_flight: AtomicU32,
+    consecutive_failures: AtomicU32,
+    // ----- the rest -----
     health: AtomicU8,
     admin: AtomicU8,
-    // ----- the rest -----
-    consecutive_failures: AtomicU32,
+    error_bits: AtomicU64,
+    /// Nanoseconds since epoch until which the node is excluded; 0 = not excluded.
+    excluded_until: AtomicU64,
+    /// Nanoseconds since epoch, plus one, of the latest failure; 0 = none.
+    last_failure: AtomicU64,
+    /// The configured limit; 0 = none.
+    configured_limit: AtomicU32,
+    /// The learned limit as `f64` bits; NaN = none. Written under `estimate_lock`.
+    learned_limit_bits: AtomicU64,
     successes: AtomicU64,
     failures: AtomicU64,
     slow_start_window_ns: AtomicU64,
@@ -104,6 +156,11 @@ impl NodeMetrics {
             slow_start_window_ns: AtomicU64::new(0),
             slow_start_floor_bits: AtomicU64::new(1.0f64.to_bits()),
             latency_bits: AtomicU64::new(NO_SAMPLE),
+            baseline_bits: AtomicU64::new(NO_SAMPLE),
+            limit_bits: AtomicU64::new(f64::INFINITY.to_bits()),
+            last_failure: AtomicU64::new(0),
+            configured_limit: AtomicU32::new(0),
+            learned_limit_bits: AtomicU64::new(NO_SAMPLE),
             error_bits: AtomicU64::new(0.0f64.to_bits()),
             updated_at: AtomicU64::new(0),
             probe_rtt_bits: AtomicU64::new(NO_SAMPLE),
@@ -148,11 +205,14 @@ impl NodeMetrics {
 
     // ----- outcomes -----
 
-    /// Records a successful call and its latency.
+    /// Records a successful call and its latency. Raises a learned concurrency limit that the
+    /// calls in flight nearly reach (see the type docs).
     pub fn record_success(&self, latency: Duration, now: Instant) {
         self.successes.fetch_add(1, Ordering::Relaxed);
-        self.consecutive_failures.store(0, Ordering::Relaxed);
-        self.update_estimates(now, Some(latency.as_nanos() as f64), Some(0.0));
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+        self.update_estimates(now, Some(latency.as_nanos() as f64), Some(0.0), true);
     }
 
     /// Records a failed call. The latency estimate is left alone; use
@@ -160,7 +220,79 @@ impl NodeMetrics {
     pub fn record_failure(&self, now: Instant) {
         self.failures.fetch_add(1, Ordering::Relaxed);
         self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
-        self.update_estimates(now, None, Some(1.0));
+        self.last_failure.fetch_max(self.nanos(now).saturating_add(1), Ordering::Relaxed);
+        self.update_estimates(now, None, Some(1.0), false);
+    }
+
+    /// Records a 429 (Too Many Requests): the learned concurrency limit drops by
+    /// [`DEFAULT_LIMIT_BACKOFF`], starting from the calls in flight if none was learned yet.
+    ///
+    /// Nothing else changes: a 429 is not a failure (the node works; it asks us to slow down),
+    /// so neither the error rate nor the latency estimate moves. A Retry-After cooldown is the
+    /// health monitor's business.
+    pub fn record_throttle(&self, _now: Instant) {
+        let _lock = self.estimate_lock.lock();
+        let learned = f64::from_bits(self.learned_limit_bits.load(Ordering::Relaxed));
+        let configured = self.configured_limit.load(Ordering::Relaxed);
+        let current = if learned.is_nan() {
+            let in_flight = f64::from(self.in_flight().max(1));
+            if configured == 0 { in_flight } else { in_flight.min(f64::from(configured)) }
+        } else {
+            learned
+        };
+        let next = (current * DEFAULT_LIMIT_BACKOFF).max(MIN_CONCURRENCY_LIMIT);
+        self.store_learned_limit(next, configured);
+    }
+
+    /// Sets the configured concurrency limit (`None` or 0: none). A learned limit above it
+    /// is lowered to it.
+    pub fn set_max_concurrency(&self, limit: Option<u32>) {
+        let _lock = self.estimate_lock.lock();
+        let configured = limit.unwrap_or(0);
+        self.configured_limit.store(configured, Ordering::Relaxed);
+        let learned = f64::from_bits(self.learned_limit_bits.load(Ordering::Relaxed));
+        self.store_learned_limit(learned, configured);
+    }
+
+    /// The configured concurrency limit, if any.
+    pub fn max_concurrency(&self) -> Option<u32> {
+        Some(self.configured_limit.load(Ordering::Relaxed)).filter(|&n| n > 0)
+    }
+
+    /// The learned concurrency limit, if a 429 taught one.
+    pub fn learned_limit(&self) -> Option<f64> {
+        let v = f64::from_bits(self.learned_limit_bits.load(Ordering::Relaxed));
+        (!v.is_nan()).then_some(v)
+    }
+
+    /// The effective concurrency limit: the smaller of the configured and the learned one,
+    /// or `None` when neither is known.
+    pub fn concurrency_limit(&self) -> Option<f64> {
+        let v = self.concurrency_limit_or_inf();
+        v.is_finite().then_some(v)
+    }
+
+    /// [`concurrency_limit`](Self::concurrency_limit) for the pick path: one atomic load,
+    /// infinity when no limit is known.
+    #[inline]
+    pub fn concurrency_limit_or_inf(&self) -> f64 {
+        f64::from_bits(self.limit_bits.load(Ordering::Relaxed))
+    }
+
+    /// Forgets the learned limit (the configured one stays).
+    pub fn reset_learned_limit(&self) {
+        let _lock = self.estimate_lock.lock();
+        self.store_learned_limit(f64::NAN, self.configured_limit.load(Ordering::Relaxed));
+    }
+
+    /// Stores a learned limit (capped by `configured`) and the effective limit. Call under
+    /// `estimate_lock`.
+    fn store_learned_limit(&self, learned: f64, configured: u32) {
+        let learned = if configured > 0 && !learned.is_nan() { learned.min(f64::from(configured)) } else { learned };
+        self.learned_limit_bits.store(learned.to_bits(), Ordering::Relaxed);
+        let configured = if configured == 0 { f64::INFINITY } else { f64::from(configured) };
+        let effective = if learned.is_nan() { configured } else { learned.min(configured) };
+        self.limit_bits.store(effective.to_bits(), Ordering::Relaxed);
     }
 
     /// Raises the latency estimate to at least `penalty`, as a peak sample would.
@@ -168,24 +300,41 @@ impl NodeMetrics {
     /// Meant for 429 and 5xx answers (Linkerd's load biaser records such a peak): the node
     /// looks slow for a while and then decays back like any other peak.
     pub fn record_penalty(&self, penalty: Duration, now: Instant) {
-        self.update_estimates(now, Some(penalty.as_nanos() as f64), None);
+        self.update_estimates(now, Some(penalty.as_nanos() as f64), None, false);
     }
 
-    fn update_estimates(&self, now: Instant, latency_ns: Option<f64>, error: Option<f64>) {
+    /// `success`: the sample is a successful call's latency, which also moves the baseline and
+    /// may raise the learned limit.
+    fn update_estimates(&self, now: Instant, latency_ns: Option<f64>, error: Option<f64>, success: bool) {
         let now_ns = self.nanos(now);
         let _lock = self.estimate_lock.lock();
         let last = self.updated_at.load(Ordering::Relaxed);
         let elapsed = now_ns.saturating_sub(last) as f64;
         let decay = exp_neg(elapsed / self.decay_ns);
-        // Decay the stored estimate over the elapsed time (an implicit zero sample), then
-        // blend a real sample in with the weight that interval carries, or take it as a peak.
-        let decayed = f64::from_bits(self.latency_bits.load(Ordering::Relaxed)) * decay;
-        let latency = match latency_ns.filter(|s| s.is_finite() && *s >= 0.0) {
+        let sample = latency_ns.filter(|s| s.is_finite() && *s >= 0.0);
+        let old_base = f64::from_bits(self.baseline_bits.load(Ordering::Relaxed));
+        if success && let Some(sample) = sample {
+            let base = if old_base.is_nan() { sample } else { old_base + DEFAULT_BASELINE_ALPHA * (sample - old_base) };
+            self.baseline_bits.store(base.to_bits(), Ordering::Relaxed);
+        }
+        // Decay the stored estimate towards the baseline over the elapsed time, then blend a
+        // real sample in with the weight that interval carries, or take it as a peak.
+        let stored = f64::from_bits(self.latency_bits.load(Ordering::Relaxed));
+        let decayed = if old_base.is_nan() { stored } else { old_base + (stored - old_base) * decay };
+        let latency = match sample {
             Some(sample) if decayed.is_nan() || sample > decayed => sample,
-            Some(sample) => decayed + sample * (1.0 - decay),
+            Some(sample) => decayed + (sample - decayed) * (1.0 - decay),
             None => decayed,
         };
         self.latency_bits.store(latency.to_bits(), Ordering::Relaxed);
+        if success {
+            let learned = f64::from_bits(self.learned_limit_bits.load(Ordering::Relaxed));
+            // The call that succeeded still counts when its guard is held; count it either way.
+            if !learned.is_nan() && f64::from(self.in_flight()) + 1.0 >= LIMIT_NEAR * learned {
+                let next = learned + DEFAULT_LIMIT_INCREASE / learned.max(1.0);
+                self.store_learned_limit(next, self.configured_limit.load(Ordering::Relaxed));
+            }
+        }
         let err = f64::from_bits(self.error_bits.load(Ordering::Relaxed)) * decay;
         let err = match error {
             Some(x) => err * (1.0 - DEFAULT_ERROR_ALPHA) + x * DEFAULT_ERROR_ALPHA,
@@ -193,6 +342,12 @@ impl NodeMetrics {
         };
         self.error_bits.store(err.to_bits(), Ordering::Relaxed);
         self.updated_at.store(now_ns.max(last), Ordering::Relaxed);
+    }
+
+    /// Records the time a new connection to the node took to set up (TCP connect: one round
+    /// trip). It feeds the same nearness estimate as [`record_probe_rtt`](Self::record_probe_rtt).
+    pub fn record_connect_time(&self, connect: Duration) {
+        self.record_probe_rtt(connect);
     }
 
     /// Records an active-probe round trip. Does not touch call counters or the call latency.
@@ -219,6 +374,27 @@ impl NodeMetrics {
         self.consecutive_failures.load(Ordering::Relaxed)
     }
 
+    /// Whether the node is failing at `now_ns` (nanoseconds since the epoch): its latest
+    /// failure is less than [`FAILING_HOLD`] old, and either it has failed
+    /// [`FAILING_STREAK`] times in a row or it has never succeeded.
+    ///
+    /// A strategy should not prefer a failing node while another one is not failing. The hold
+    /// makes the verdict lapse, so that a node that stopped getting calls is tried again.
+    #[inline]
+    pub fn is_failing_at(&self, now_ns: u64) -> bool {
+        let streak = self.consecutive_failures.load(Ordering::Relaxed);
+        if streak == 0 || (streak < FAILING_STREAK && self.successes() != 0) {
+            return false;
+        }
+        let last = self.last_failure.load(Ordering::Relaxed);
+        last != 0 && now_ns.saturating_sub(last - 1) < duration_nanos(FAILING_HOLD)
+    }
+
+    /// [`is_failing_at`](Self::is_failing_at) at an `Instant`.
+    pub fn is_failing(&self, now: Instant) -> bool {
+        self.is_failing_at(self.nanos(now))
+    }
+
     /// The decayed latency estimate in nanoseconds at `now`, or `None` before the first sample.
     ///
     /// This is the pick-path accessor: a few atomic loads and at most one `exp`.
@@ -236,7 +412,34 @@ impl NodeMetrics {
         if est.is_nan() {
             return None;
         }
-        Some(est * self.decay_factor(now_ns, self.updated_at.load(Ordering::Relaxed)))
+        let base = f64::from_bits(self.baseline_bits.load(Ordering::Relaxed));
+        if base.is_nan() {
+            return Some(est);
+        }
+        Some(base + (est - base) * self.decay_factor(now_ns, self.updated_at.load(Ordering::Relaxed)))
+    }
+
+    /// The latency estimate in nanoseconds at `now_ns`, decayed towards `target` instead of
+    /// the node's own baseline; `None` before the first sample.
+    ///
+    /// With `target` the latency of a peer, a node that has had no traffic for a while looks
+    /// more and more like that peer, so it is tried again; with the node's own baseline it
+    /// would stay as slow as it last was.
+    #[inline]
+    pub fn latency_toward(&self, now_ns: u64, target: f64) -> Option<f64> {
+        let est = f64::from_bits(self.latency_bits.load(Ordering::Relaxed));
+        if est.is_nan() {
+            return None;
+        }
+        Some(target + (est - target) * self.decay_factor(now_ns, self.updated_at.load(Ordering::Relaxed)))
+    }
+
+    /// The baseline the latency estimate decays towards (EWMA of successful calls), in
+    /// nanoseconds; `None` before the first success.
+    #[inline]
+    pub fn latency_baseline_ns(&self) -> Option<f64> {
+        let v = f64::from_bits(self.baseline_bits.load(Ordering::Relaxed));
+        (!v.is_nan()).then_some(v)
     }
 
     /// [`latency_estimate_ns`](Self::latency_estimate_ns) as a `Duration`.
@@ -265,9 +468,11 @@ impl NodeMetrics {
     #[inline]
     pub fn latency_and_error_at(&self, now_ns: u64) -> (Option<f64>, f64) {
         let est = f64::from_bits(self.latency_bits.load(Ordering::Relaxed));
+        let base = f64::from_bits(self.baseline_bits.load(Ordering::Relaxed));
         let err = f64::from_bits(self.error_bits.load(Ordering::Relaxed));
         let d = self.decay_factor(now_ns, self.updated_at.load(Ordering::Relaxed));
-        ((!est.is_nan()).then_some(est * d), err * d)
+        let latency = if base.is_nan() { est } else { base + (est - base) * d };
+        ((!est.is_nan()).then_some(latency), err * d)
     }
 
     /// The probe round-trip estimate, or `None` before the first probe.
@@ -407,6 +612,10 @@ impl NodeMetrics {
     }
 }
 
+fn duration_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Nanoseconds from `epoch` to `t`, 0 if `t` is earlier, saturating at `u64::MAX`.
 #[inline]
 pub(crate) fn nanos_since(epoch: Instant, t: Instant) -> u64 {
@@ -449,6 +658,7 @@ impl fmt::Debug for NodeMetrics {
             .field("health", &self.health())
             .field("admin", &self.admin())
             .field("excluded_until", &self.excluded_until())
+            .field("concurrency_limit", &self.concurrency_limit())
             .finish_non_exhaustive()
     }
 }
@@ -492,7 +702,7 @@ mod tests {
     }
 
     #[test]
-    fn peak_ewma_takes_peaks_at_once_and_decays() {
+    fn peak_ewma_takes_peaks_at_once_and_decays_to_the_baseline() {
         let (m, t0) = metrics();
         assert_eq!(m.latency_estimate(t0), None);
         m.record_success(100 * MS, t0);
@@ -503,17 +713,98 @@ mod tests {
         // A lower sample at the same instant barely moves it (weight 1 - e^0 = 0).
         m.record_success(10 * MS, t0);
         assert_eq!(m.latency_estimate(t0), Some(500 * MS));
-        // After τ, the estimate read alone has decayed by 1/e.
+        // The baseline is the plain EWMA of the three samples.
+        let base = (100e6 + 0.1 * 400e6) + 0.1 * (10e6 - 140e6);
+        assert!((m.latency_baseline_ns().unwrap() - base).abs() < 1.0);
+        // After τ, the estimate read alone has decayed by 1/e towards the baseline.
         let t1 = t0 + DEFAULT_METRICS_DECAY;
+        let d = (-1.0f64).exp();
         let est = m.latency_estimate_ns(t1).unwrap();
-        let expect = 500e6 * (-1.0f64).exp();
+        let expect = base + (500e6 - base) * d;
         assert!((est - expect).abs() < expect * 1e-4, "{est} vs {expect}");
+        // Long idle: the estimate settles at the baseline, never at zero.
+        let idle = m.latency_estimate_ns(t0 + 100 * DEFAULT_METRICS_DECAY).unwrap();
+        assert!((idle - base).abs() < 1.0, "{idle} vs {base}");
+        // Towards another target (a peer's latency) instead.
+        let toward = m.latency_toward(m.nanos(t0 + 100 * DEFAULT_METRICS_DECAY), 42e6).unwrap();
+        assert!((toward - 42e6).abs() < 1.0);
         // A low sample after τ blends in with weight 1 - 1/e.
         m.record_success(10 * MS, t1);
-        let d = (-1.0f64).exp();
-        let blended = 500e6 * d + 10e6 * (1.0 - d);
+        let blended = expect * d + 10e6 * (1.0 - d);
         let est = m.latency_estimate_ns(t1).unwrap();
         assert!((est - blended).abs() < blended * 1e-4, "{est} vs {blended}");
+    }
+
+    #[test]
+    fn a_penalty_without_successes_does_not_decay() {
+        let (m, t0) = metrics();
+        m.record_failure(t0);
+        m.record_penalty(5000 * MS, t0);
+        assert_eq!(m.latency_estimate(t0 + 100 * DEFAULT_METRICS_DECAY), Some(5000 * MS));
+    }
+
+    #[test]
+    fn learned_limit_is_aimd_and_capped_by_the_configured_one() {
+        let (m, t0) = metrics();
+        assert_eq!(m.concurrency_limit(), None);
+        assert_eq!(m.concurrency_limit_or_inf(), f64::INFINITY);
+        // No limit is learned from successes alone.
+        m.record_success(100 * MS, t0);
+        assert_eq!(m.learned_limit(), None);
+        // The first 429 starts from the calls in flight.
+        let guards: Vec<_> = (0..20).map(|_| m.start_request()).collect();
+        m.record_throttle(t0);
+        assert!((m.learned_limit().unwrap() - 18.0).abs() < 1e-9);
+        m.record_throttle(t0);
+        assert!((m.learned_limit().unwrap() - 16.2).abs() < 1e-9);
+        assert_eq!(m.concurrency_limit(), m.learned_limit());
+        // A success near the limit raises it by increase / limit.
+        m.record_success(100 * MS, t0);
+        let raised = 16.2 + DEFAULT_LIMIT_INCREASE / 16.2;
+        assert!((m.learned_limit().unwrap() - raised).abs() < 1e-9);
+        // Far below the limit, successes leave it alone.
+        drop(guards);
+        m.record_success(100 * MS, t0);
+        assert!((m.learned_limit().unwrap() - raised).abs() < 1e-9);
+        // A 429 is neither a failure nor a latency peak.
+        assert_eq!(m.failures(), 0);
+        assert_eq!(m.error_rate(t0), 0.0);
+        assert_eq!(m.latency_estimate(t0), Some(100 * MS));
+        // The configured limit caps the learned one.
+        m.set_max_concurrency(Some(10));
+        assert_eq!(m.max_concurrency(), Some(10));
+        assert_eq!(m.concurrency_limit(), Some(10.0));
+        m.record_throttle(t0);
+        assert_eq!(m.concurrency_limit(), Some(9.0));
+        m.reset_learned_limit();
+        assert_eq!(m.concurrency_limit(), Some(10.0));
+        m.set_max_concurrency(None);
+        assert_eq!(m.concurrency_limit(), None);
+        // Never below the floor.
+        for _ in 0..100 {
+            m.record_throttle(t0);
+        }
+        assert_eq!(m.concurrency_limit(), Some(MIN_CONCURRENCY_LIMIT));
+    }
+
+    #[test]
+    fn failing_needs_a_streak_or_no_success_and_lapses() {
+        let (m, t0) = metrics();
+        assert!(!m.is_failing(t0));
+        // Only failures: failing from the first one.
+        m.record_failure(t0);
+        assert!(m.is_failing(t0));
+        assert!(m.is_failing(t0 + FAILING_HOLD - MS));
+        assert!(!m.is_failing(t0 + FAILING_HOLD));
+        // A node that has succeeded needs a streak.
+        m.record_success(MS, t0);
+        m.record_failure(t0);
+        m.record_failure(t0);
+        assert!(!m.is_failing(t0));
+        m.record_failure(t0);
+        assert!(m.is_failing(t0));
+        m.record_success(MS, t0);
+        assert!(!m.is_failing(t0));
     }
 
     #[test]
@@ -592,7 +883,7 @@ mod tests {
     fn probe_rtt_is_separate() {
         let (m, t0) = metrics();
         m.record_probe_rtt(20 * MS);
-        m.record_probe_rtt(30 * MS);
+        m.record_connect_time(30 * MS);
         assert_eq!(m.probe_rtt(), Some(Duration::from_nanos(23_000_000)));
         assert_eq!(m.latency_estimate(t0), None);
         assert_eq!(m.successes(), 0);

@@ -18,6 +18,7 @@ pub struct Region {
     endpoint: String,
     location: GeoPoint,
     weight: u32,
+    max_concurrency: Option<u32>,
     api_key: Option<ApiKey>,
 }
 
@@ -37,7 +38,15 @@ impl Region {
     /// The name defaults to the id and the weight to [`DEFAULT_WEIGHT`].
     pub fn new(id: impl Into<String>, endpoint: impl Into<String>, location: GeoPoint) -> Self {
         let id = id.into();
-        Self { name: id.clone(), id, endpoint: endpoint.into(), location, weight: DEFAULT_WEIGHT, api_key: None }
+        Self {
+            name: id.clone(),
+            id,
+            endpoint: endpoint.into(),
+            location,
+            weight: DEFAULT_WEIGHT,
+            max_concurrency: None,
+            api_key: None,
+        }
     }
 
     /// Sets the display name.
@@ -50,6 +59,15 @@ impl Region {
     /// for strategies that ignore weight only when every weight is zero, which is refused).
     pub fn with_weight(mut self, weight: u32) -> Self {
         self.weight = weight;
+        self
+    }
+
+    /// Sets how many calls the region serves at once, as provisioned (a quota or a deployment's
+    /// capacity). The snapshot hands it to the node's [`NodeMetrics`](crate::NodeMetrics) as its
+    /// configured concurrency limit; `None` (the default) leaves the limit to be learned from
+    /// 429 answers. Zero counts as `None`.
+    pub fn with_max_concurrency(mut self, limit: Option<u32>) -> Self {
+        self.max_concurrency = limit.filter(|&n| n > 0);
         self
     }
 
@@ -84,6 +102,11 @@ impl Region {
         self.weight
     }
 
+    /// The configured concurrency limit, if one was set.
+    pub fn max_concurrency(&self) -> Option<u32> {
+        self.max_concurrency
+    }
+
     /// The region's own API key, if one was set.
     pub fn api_key(&self) -> Option<&ApiKey> {
         self.api_key.as_ref()
@@ -98,6 +121,7 @@ impl fmt::Debug for Region {
             .field("endpoint", &self.endpoint)
             .field("location", &self.location)
             .field("weight", &self.weight)
+            .field("max_concurrency", &self.max_concurrency)
             .field("api_key", &self.api_key)
             .finish()
     }

@@ -183,6 +183,7 @@ impl SnapshotBuilder {
                     .as_ref()
                     .and_then(|prev| prev.find(region.id()).map(|id| Arc::clone(prev.node(id).metrics())))
                     .unwrap_or_else(|| Arc::new(NodeMetrics::new(epoch, self.decay)));
+                metrics.set_max_concurrency(region.max_concurrency());
                 Node::new(NodeId::from_index(i as u32), region, endpoint, metrics)
             })
             .collect();
@@ -317,5 +318,20 @@ mod tests {
         assert_eq!(second.node(second.find("c").unwrap()).metrics().in_flight(), 0);
         assert_eq!(second.epoch(), first.epoch());
         assert_ne!(second.generation(), first.generation());
+    }
+
+    #[test]
+    fn max_concurrency_reaches_the_metrics_and_follows_the_config() {
+        let first = Arc::new(Snapshot::new([region("a").with_max_concurrency(Some(48)), region("b")]).unwrap());
+        let a = first.node(first.find("a").unwrap()).metrics();
+        assert_eq!(a.concurrency_limit(), Some(48.0));
+        assert_eq!(first.node(first.find("b").unwrap()).metrics().concurrency_limit(), None);
+        // A new configuration sets the limit on reused metrics too; zero means none.
+        let second = Snapshot::builder()
+            .reuse_metrics(Arc::clone(&first))
+            .build([region("a").with_max_concurrency(Some(0))])
+            .unwrap();
+        assert!(Arc::ptr_eq(a, second.node(second.find("a").unwrap()).metrics()));
+        assert_eq!(a.concurrency_limit(), None);
     }
 }
