@@ -52,21 +52,7 @@ async fn a_region_that_never_answers_cannot_outlive_the_deadline() {
     assert_eq!(client.snapshot().nodes()[0].metrics().in_flight(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hanging_region_fails_over_after_the_attempt_timeout() {
-    let hang = MockRegion::start("seoul").await;
-    hang.always(Reply::Hang);
-    let good = MockRegion::start("tokyo").await;
-    let client = builder()
-        .regions([hang.region(SEOUL), good.region(TOKYO)])
-        .timeouts(Timeouts::default().attempt(Duration::from_millis(500)).total(Duration::from_secs(60)))
-        .build()
-        .unwrap();
-    let resp = client.chat_completions_with(request(), &prefer("seoul")).await.unwrap();
-    assert_eq!(&*resp.meta.region, "tokyo");
-    assert_eq!(resp.meta.failed_attempts[0].failure, AttemptFailure::Timeout);
-    assert_eq!((hang.chat_hits(), good.chat_hits()), (1, 1));
-}
+// A hanging region and the attempt timeout: see `semantics::retry_on_timeout_is_opt_in`.
 
 /// 429 in each Retry-After form: the call moves on at once, and the region cools down for
 /// the time given, so the next call does not touch it.

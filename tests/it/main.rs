@@ -3,7 +3,7 @@
 //! Each module is one family of scenarios; every scenario asserts the upstream hit counts as
 //! well as the result.
 
-// Failover on connect errors, hangs, 429 (every Retry-After form), 503, 5xx bursts, 400, 401.
+// Failover on connect errors, 429 (every Retry-After form), 503, 5xx bursts, 400, 401.
 mod failover;
 // Streams: cut mid-way, failing before the first chunk.
 mod streaming;
@@ -11,6 +11,8 @@ mod streaming;
 mod resilience;
 // Preferred regions, geo-nearest, raw calls, models, secrets.
 mod routing;
+// Failure semantics: no panic, hang, fail-closed or accidental second generation.
+mod semantics;
 
 use std::time::Duration;
 

@@ -45,6 +45,52 @@ pub enum Reply {
     StreamEmptyCut,
     /// Send the stream head at once, then wait before the first chunk.
     StreamSlowFirst(Duration),
+    /// Any status, content type and body, bytes unchanged.
+    Raw {
+        /// The status.
+        status: u16,
+        /// The `content-type`.
+        content_type: &'static str,
+        /// The body.
+        body: String,
+    },
+    /// A `text/event-stream` answer made of these raw parts (each sent as one write, 20 ms
+    /// apart), then ended as `end` says.
+    Sse {
+        /// The raw parts, such as `"data: {...}\n\n"` or `": keep-alive\n\n"`.
+        parts: Vec<String>,
+        /// How the body ends after the parts.
+        end: SseEnd,
+    },
+}
+
+/// How a [`Reply::Sse`] body ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SseEnd {
+    /// A clean end of the body.
+    Close,
+    /// The connection is aborted.
+    Cut,
+    /// Nothing more is ever sent.
+    Stall,
+}
+
+/// One chat chunk event carrying `text` as content, as `data: {...}\n\n`.
+pub fn content_event(text: &str) -> String {
+    let v = serde_json::json!({
+        "id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1, "model": "mock",
+        "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": null}],
+    });
+    format!("data: {v}\n\n")
+}
+
+/// One chat chunk event with only the assistant role and no content.
+pub fn role_event() -> String {
+    let v = serde_json::json!({
+        "id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1, "model": "mock",
+        "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}],
+    });
+    format!("data: {v}\n\n")
 }
 
 /// Counts and script of one mock region.
@@ -52,6 +98,7 @@ pub enum Reply {
 pub struct MockState {
     script: Mutex<VecDeque<Reply>>,
     default: Mutex<Option<Reply>>,
+    models_default: Mutex<Option<Reply>>,
     chat_hits: AtomicUsize,
     model_hits: AtomicUsize,
     /// Authorization headers seen.
@@ -110,6 +157,11 @@ impl MockRegion {
         *self.state.default.lock() = Some(reply);
     }
 
+    /// Sets how `/models` answers from now on (otherwise it follows the chat script).
+    pub fn models_always(&self, reply: Reply) {
+        *self.state.models_default.lock() = Some(reply);
+    }
+
     /// Requests to `/chat/completions` so far.
     pub fn chat_hits(&self) -> usize {
         self.state.chat_hits.load(Ordering::SeqCst)
@@ -164,7 +216,8 @@ async fn chat(State((id, state)): State<AppState>, headers: HeaderMap, body: Byt
 async fn models(State((id, state)): State<AppState>) -> Response {
     state.model_hits.fetch_add(1, Ordering::SeqCst);
     state.hit.notify_waiters();
-    match next_reply(&state) {
+    let reply = state.models_default.lock().clone().unwrap_or_else(|| next_reply(&state));
+    match reply {
         Reply::Ok => json(
             StatusCode::OK,
             serde_json::json!({"object": "list", "data": [{"id": "mock-1", "object": "model", "owned_by": id}]}),
@@ -240,6 +293,22 @@ async fn answer(id: &'static str, reply: Reply, streaming: bool) -> Response {
             sse(Body::from_stream(first.chain(rest)))
         }
         Reply::StreamEmptyCut => sse(Body::from_stream(cut_later())),
+        Reply::Raw { status, content_type, body } => Response::builder()
+            .status(status)
+            .header("content-type", content_type)
+            .body(Body::from(body))
+            .expect("valid response"),
+        Reply::Sse { parts, end } => {
+            let parts = stream::iter(parts).then(|p| async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok::<_, std::io::Error>(Bytes::from(p))
+            });
+            match end {
+                SseEnd::Close => sse(Body::from_stream(parts)),
+                SseEnd::Cut => sse(Body::from_stream(parts.chain(cut_later()))),
+                SseEnd::Stall => sse(Body::from_stream(parts.chain(stream::pending()))),
+            }
+        }
     }
 }
 

@@ -168,6 +168,7 @@ struct RawFailover {
     retry_budget_ttl: Option<Dur>,
     retry_after_cap: Option<Dur>,
     rescue: Option<bool>,
+    retry_on_timeout: Option<bool>,
     hedge_delay: Option<Dur>,
     hedge_percentile: Option<f64>,
     hedge_fallback: Option<Dur>,
@@ -343,6 +344,9 @@ impl Config {
             }
             if let Some(on) = f.rescue {
                 failover = failover.rescue(on);
+            }
+            if let Some(on) = f.retry_on_timeout {
+                failover = failover.retry_on_timeout(on);
             }
             let hedge = match (f.hedge_delay, f.hedge_percentile) {
                 (Some(_), Some(_)) => return Err(bad("set hedge_delay or hedge_percentile, not both")),

@@ -103,9 +103,15 @@ impl CallOptions {
 pub(crate) enum AttemptError {
     Connect(reqwest::Error),
     Timeout,
-    Status { status: u16, verdict: Verdict, body: Bytes },
+    Status {
+        status: u16,
+        verdict: Verdict,
+        body: Bytes,
+    },
     FirstChunk(Option<Box<dyn std::error::Error + Send + Sync>>),
     Invalid(Box<dyn std::error::Error + Send + Sync>),
+    /// A success whose body does not parse: the answer was generated, so it is not retried.
+    Decode(Box<dyn std::error::Error + Send + Sync>),
     Rescued,
 }
 
@@ -183,7 +189,7 @@ impl Client {
         );
         let hedge = self.inner.policy.hedge;
         self.inner
-            .run(options, hedge, move |a| {
+            .run(options, CallKind::Once, hedge, move |a| {
                 let body = body.clone();
                 Box::pin(a.json::<ChatCompletion>(Method::POST, "chat/completions", body))
             })
@@ -212,7 +218,7 @@ impl Client {
         );
         let response = self
             .inner
-            .run(options, None, move |a| {
+            .run(options, CallKind::Resendable, None, move |a| {
                 let body = body.clone();
                 Box::pin(async move {
                     let mut headers = HeaderMap::new();
@@ -236,7 +242,7 @@ impl Client {
     /// `GET /models` with per-call options.
     pub async fn models_with(&self, options: &CallOptions) -> Result<Response<ModelList>, Error> {
         self.inner
-            .run(options, self.inner.policy.hedge, |a| {
+            .run(options, CallKind::Resendable, self.inner.policy.hedge, |a| {
                 Box::pin(a.json::<ModelList>(Method::GET, "models", Bytes::new()))
             })
             .await
@@ -254,9 +260,11 @@ impl Client {
         let RawRequest { method, path, headers, body } = request;
         let headers = Arc::new(sanitize_headers(headers));
         let path: Arc<str> = Arc::from(path.trim_start_matches('/'));
+        let kind =
+            if method == Method::GET || is_stream_request(&body) { CallKind::Resendable } else { CallKind::Once };
         let response = self
             .inner
-            .run(options, None, move |a| {
+            .run(options, kind, None, move |a| {
                 let (method, path, headers, body) =
                     (method.clone(), Arc::clone(&path), Arc::clone(&headers), body.clone());
                 Box::pin(async move {
@@ -287,6 +295,16 @@ impl fmt::Debug for Client {
             .field("timeouts", &self.inner.timeouts)
             .finish_non_exhaustive()
     }
+}
+
+/// Whether a JSON request body asks for a stream (`"stream": true`).
+fn is_stream_request(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Flag {
+        #[serde(default)]
+        stream: Option<bool>,
+    }
+    serde_json::from_slice::<Flag>(body).ok().and_then(|f| f.stream).unwrap_or(false)
 }
 
 fn sanitize_headers(mut headers: HeaderMap) -> HeaderMap {
@@ -322,7 +340,7 @@ impl Attempt {
     ) -> Result<T, AttemptError> {
         let resp = self.send(method, path, HeaderMap::new(), body).await?;
         let bytes = resp.bytes().await.map_err(AttemptError::Connect)?;
-        serde_json::from_slice(&bytes).map_err(|e| AttemptError::Invalid(e.into()))
+        serde_json::from_slice(&bytes).map_err(|e| AttemptError::Decode(e.into()))
     }
 
     /// Sends the request and returns the answer if its status is a success.
@@ -350,13 +368,14 @@ impl Attempt {
         let request = inner.http.request(method, url).headers(headers).body(body).send();
         let rescued = async {
             if inner.policy.rescue {
-                inner.rescue.rescued(self.node, node.metrics(), &inner.budget).await
+                inner.rescue.rescued(self.node, &inner.budget).await
             } else {
                 std::future::pending().await
             }
         };
         let response = tokio::select! {
-            r = request => r.map_err(|e| if e.is_timeout() { AttemptError::Timeout } else { AttemptError::Connect(e) })?,
+            // A connect timeout means nothing was delivered: it is a connect error.
+            r = request => r.map_err(|e| if e.is_timeout() && !e.is_connect() { AttemptError::Timeout } else { AttemptError::Connect(e) })?,
             () = rescued => return Err(AttemptError::Rescued),
         };
         let status = response.status();
@@ -402,6 +421,18 @@ struct CallState {
     hedged: bool,
     first_node: Option<NodeId>,
     last_error: Option<Error>,
+    /// A fatal answer that ends the call once no other attempt runs.
+    fatal: Option<Error>,
+}
+
+/// What kind of call a failover loop runs, for the rules that differ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CallKind {
+    /// A call whose timed-out attempt may have generated the answer: a plain completion.
+    Once,
+    /// A call that an attempt ending in a timeout cannot have served: a stream (committed at
+    /// its first content, so an attempt that ends earlier delivered nothing), or a `GET`.
+    Resendable,
 }
 
 impl Inner {
@@ -462,7 +493,9 @@ impl Inner {
             }
             Err(AttemptError::Connect(_)) => Outcome::ConnectError,
             Err(AttemptError::Timeout | AttemptError::FirstChunk(_)) => Outcome::Timeout,
-            Err(AttemptError::Invalid(_)) => Outcome::ServerError { status: 502, retry_after: None },
+            Err(AttemptError::Invalid(_) | AttemptError::Decode(_)) => {
+                Outcome::ServerError { status: 502, retry_after: None }
+            }
             Err(AttemptError::Status { status, verdict: Verdict::Credentials, .. }) => {
                 tracing::error!(region = %self.regions[node.index()], status, "region rejected the api key");
                 return;
@@ -493,6 +526,7 @@ impl Inner {
     pub(crate) async fn run<T, F>(
         self: &Arc<Self>,
         options: &CallOptions,
+        kind: CallKind,
         hedge: Option<HedgePolicy>,
         attempt: F,
     ) -> Result<Response<T>, Error>
@@ -522,6 +556,7 @@ impl Inner {
             hedged: false,
             first_node: None,
             last_error: None,
+            fatal: None,
         };
         let mut inflight: FuturesUnordered<AttemptFuture<T>> = FuturesUnordered::new();
         match self.choose(&state, preferred, caller, start) {
@@ -547,7 +582,12 @@ impl Inner {
                 biased;
                 () = tokio::time::sleep_until(deadline) => {
                     // Dropping `inflight` cancels the requests and releases their guards.
-                    return Err(Error::new(ErrorKind::DeadlineExceeded).with_attempts(state.failed));
+                    let error = Error::new(ErrorKind::DeadlineExceeded);
+                    let error = match state.fatal.take().or_else(|| state.last_error.take()) {
+                        Some(last) => error.with_source(last),
+                        None => error,
+                    };
+                    return Err(error.with_attempts(state.failed));
                 }
                 Some((node, started, result)) = inflight.next() => {
                     let result = match result {
@@ -580,7 +620,7 @@ impl Inner {
                     };
                     self.record(node, started, Err(&result));
                     let region = Arc::clone(&self.regions[node.index()]);
-                    let (failure, disposition, error) = self.judge(&region, result);
+                    let (failure, disposition, error) = self.judge(&region, result, kind == CallKind::Resendable);
                     tracing::debug!(region = %region, failure = %failure, "attempt failed");
                     if matches!(failure, AttemptFailure::Rescued) {
                         state.rescues += 1;
@@ -592,7 +632,13 @@ impl Inner {
                         elapsed: now().saturating_duration_since(started),
                     });
                     match disposition {
-                        Disposition::Fatal => return Err(error.with_attempts(state.failed)),
+                        // A fatal answer ends the call, but only once no other attempt (a
+                        // hedge, or the primary a hedge raced) may still succeed.
+                        Disposition::Fatal if inflight.is_empty() => return Err(error.with_attempts(state.failed)),
+                        Disposition::Fatal => {
+                            state.fatal = Some(error);
+                            continue;
+                        }
                         Disposition::Credentials => {
                             let key = self.keys[node.index()].1;
                             if !state.rejected_keys.contains(&key) {
@@ -604,10 +650,15 @@ impl Inner {
                     state.last_error = Some(error);
                     // Rescues already paid the budget when they fired.
                     let paid = matches!(failure, AttemptFailure::Rescued);
-                    if let Some(fut) = self.next_attempt(&mut state, preferred, caller, deadline, paid, &attempt) {
+                    let next = if state.fatal.is_none() {
+                        self.next_attempt(&mut state, preferred, caller, deadline, paid, &attempt)
+                    } else {
+                        None
+                    };
+                    if let Some(fut) = next {
                         inflight.push(fut);
                     } else if inflight.is_empty() {
-                        let error = state.last_error.take().unwrap_or_else(|| Error::new(ErrorKind::NoEligibleRegion { retry_at: None }));
+                        let error = state.fatal.take().or_else(|| state.last_error.take()).unwrap_or_else(|| Error::new(ErrorKind::NoEligibleRegion { retry_at: None }));
                         return Err(error.with_attempts(state.failed));
                     }
                 }
@@ -654,14 +705,22 @@ impl Inner {
 
     /// Classifies a failed attempt: what to report, whether to go on, and the error to return
     /// if this is the last one.
-    fn judge(&self, region: &Arc<str>, error: AttemptError) -> (AttemptFailure, Disposition, Error) {
+    ///
+    /// `safe` says whether a timed-out attempt can be re-sent without risk of generating the
+    /// answer twice (streams, whose attempts end before their first chunk).
+    fn judge(&self, region: &Arc<str>, error: AttemptError, safe: bool) -> (AttemptFailure, Disposition, Error) {
         let region = Arc::clone(region);
         match error {
             AttemptError::Connect(e) => {
                 (AttemptFailure::Connect, Disposition::Retry, Error::new(ErrorKind::Connect { region }).with_source(e))
             }
             AttemptError::Timeout => {
-                (AttemptFailure::Timeout, Disposition::Retry, Error::new(ErrorKind::Timeout { region }))
+                // The request was delivered: re-sending it may generate (and bill) the answer
+                // twice, unless nothing was generated yet (a stream before its first content)
+                // or the caller opted in.
+                let again = safe || self.policy.retry_on_timeout;
+                let disposition = if again { Disposition::Retry } else { Disposition::Fatal };
+                (AttemptFailure::Timeout, disposition, Error::new(ErrorKind::Timeout { region }))
             }
             AttemptError::FirstChunk(source) => {
                 let error = match source {
@@ -675,8 +734,13 @@ impl Inner {
                 Disposition::Retry,
                 Error::new(ErrorKind::InvalidResponse { region }).with_source(e),
             ),
+            AttemptError::Decode(e) => (
+                AttemptFailure::InvalidResponse,
+                Disposition::Fatal,
+                Error::new(ErrorKind::Decode { region }).with_source(e),
+            ),
             AttemptError::Rescued => {
-                (AttemptFailure::Rescued, Disposition::Retry, Error::new(ErrorKind::Connect { region }))
+                (AttemptFailure::Rescued, Disposition::Retry, Error::new(ErrorKind::Rescued { region }))
             }
             AttemptError::Status { status, verdict, body } => {
                 let retry_after = verdict.retry_after().map(|d| d.min(self.policy.retry_after_cap));

@@ -97,6 +97,9 @@ pub struct FailoverPolicy {
     pub rescue: bool,
     /// Hedging for non-streaming calls; off by default.
     pub hedge: Option<HedgePolicy>,
+    /// Re-send a non-streaming call whose attempt timed out. Off by default: the request was
+    /// delivered, so the first region may still generate (and bill) the answer.
+    pub retry_on_timeout: bool,
 }
 
 impl Default for FailoverPolicy {
@@ -109,6 +112,7 @@ impl Default for FailoverPolicy {
             retry_after_cap: DEFAULT_RETRY_AFTER_CAP,
             rescue: true,
             hedge: None,
+            retry_on_timeout: false,
         }
     }
 }
@@ -137,6 +141,13 @@ impl FailoverPolicy {
     /// Turns in-flight rescue on or off.
     pub fn rescue(mut self, on: bool) -> Self {
         self.rescue = on;
+        self
+    }
+
+    /// Re-sends non-streaming calls whose attempt timed out (off by default; see
+    /// [`FailoverPolicy::retry_on_timeout`]).
+    pub fn retry_on_timeout(mut self, on: bool) -> Self {
+        self.retry_on_timeout = on;
         self
     }
 

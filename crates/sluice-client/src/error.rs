@@ -70,6 +70,18 @@ pub enum ErrorKind {
         /// The region.
         region: Arc<str>,
     },
+    /// A region answered with success, but its body could not be decoded. The answer was
+    /// generated, so the call is not retried; the parse error is the [`source`](StdError::source).
+    Decode {
+        /// The region.
+        region: Arc<str>,
+    },
+    /// Health checks marked the region down while the call waited for its answer, and no other
+    /// region could take the call.
+    Rescued {
+        /// The region.
+        region: Arc<str>,
+    },
     /// A stream broke after its first chunk (the call was committed, so it is not retried).
     StreamInterrupted {
         /// The region.
@@ -142,6 +154,7 @@ impl Error {
             | ErrorKind::Connect { .. }
             | ErrorKind::Timeout { .. }
             | ErrorKind::DeadlineExceeded
+            | ErrorKind::Rescued { .. }
             | ErrorKind::StreamInterrupted { .. } => true,
             _ => false,
         }
@@ -160,6 +173,8 @@ impl Error {
             | ErrorKind::Connect { region }
             | ErrorKind::Timeout { region }
             | ErrorKind::InvalidResponse { region }
+            | ErrorKind::Decode { region }
+            | ErrorKind::Rescued { region }
             | ErrorKind::StreamInterrupted { region } => Some(region),
             _ => None,
         }
@@ -183,6 +198,8 @@ impl fmt::Display for Error {
             ErrorKind::Timeout { region } => write!(f, "region `{region}` timed out"),
             ErrorKind::DeadlineExceeded => f.write_str("call deadline exceeded"),
             ErrorKind::InvalidResponse { region } => write!(f, "invalid response from region `{region}`"),
+            ErrorKind::Decode { region } => write!(f, "the answer of region `{region}` could not be decoded"),
+            ErrorKind::Rescued { region } => write!(f, "region `{region}` was marked down while the call waited"),
             ErrorKind::StreamInterrupted { region } => write!(f, "stream from region `{region}` was cut off"),
             ErrorKind::InvalidRequest => f.write_str("request could not be encoded"),
             ErrorKind::UnknownRegion { region, known } => write!(f, "unknown region `{region}` (known: {known})"),

@@ -3,7 +3,7 @@
 use std::{fmt, sync::Arc, time::Instant};
 
 use sluice_health::{HealthEvent, HealthEventKind};
-use sluice_region_model::{HealthState, NodeId, NodeMetrics};
+use sluice_region_model::NodeId;
 use tokio::sync::{Notify, broadcast};
 
 use crate::budget::RetryBudget;
@@ -39,14 +39,13 @@ impl RescueHub {
 
     /// Resolves when `node` is marked down while the caller waits **and** the retry budget
     /// grants a re-send. Never resolves otherwise.
-    pub(crate) async fn rescued(&self, node: NodeId, metrics: &NodeMetrics, budget: &RetryBudget) {
+    pub(crate) async fn rescued(&self, node: NodeId, budget: &RetryBudget) {
         let Some(notify) = self.nodes.get(node.index()) else { return std::future::pending().await };
         let notified = notify.notified();
         tokio::pin!(notified);
-        notified.as_mut().enable();
-        if metrics.health() != HealthState::Unhealthy {
-            notified.await;
-        }
+        // Only a change seen after the attempt started counts: a node offered while already
+        // down (panic mode) is the best there is, and dropping its attempt would fail closed.
+        notified.await;
         if budget.try_withdraw(now()) {
             return;
         }
