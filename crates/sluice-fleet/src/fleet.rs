@@ -1,0 +1,722 @@
+//! The running fleet: the hook given to health, and the two Redis links beside the call path.
+
+use std::{
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use futures_util::StreamExt;
+use redis::{Value, aio::MultiplexedConnection};
+use sluice_health::{HealthHook, HealthMonitor, SharedVerdict};
+use sluice_region_model::{AdminState, HealthState, NodeId};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinSet,
+    time::{Instant as TokioInstant, sleep_until, timeout},
+};
+
+use crate::{
+    FleetConfig, FleetError, QUEUE_CAPACITY,
+    message::{self, Body},
+};
+
+/// Fleet mode, running: shares this replica's verdicts and applies the others'.
+///
+/// Started by [`Fleet::start`] on a [`HealthMonitor`] (a client's `Client::health()`), it
+/// attaches a [`HealthHook`] to the monitor and runs two tasks on the current tokio runtime:
+/// one command link (publishing, probe leases, keyed records) and one subscription link
+/// (applying other replicas' messages, resyncing from the keyed records after each
+/// (re)connect). Neither is on the call path.
+///
+/// Dropping it stops both tasks without releasing the probe leases, as a crash would (the
+/// other replicas take the regions over when the leases expire); [`shutdown`](Self::shutdown)
+/// releases them first. Either way the monitor falls back to local probing.
+#[must_use = "dropping the fleet stops it"]
+pub struct Fleet {
+    shared: Arc<Shared>,
+    tasks: JoinSet<()>,
+}
+
+/// Counters of one replica's fleet traffic, from [`Fleet::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FleetStats {
+    /// Whether both Redis links are up (otherwise the replica runs on local health alone).
+    pub connected: bool,
+    /// Regions whose probe lease this replica holds.
+    pub leases_held: u64,
+    /// Messages this replica published.
+    pub published: u64,
+    /// Local verdicts not published: the queue was full, or Redis was down (those still
+    /// running are republished from local state on reconnect).
+    pub unsent: u64,
+    /// Messages received from the channel, own ones included.
+    pub received: u64,
+    /// Messages from other replicas applied to local health.
+    pub applied: u64,
+    /// Messages rejected by the decoder (malformed or hostile), ignored.
+    pub malformed: u64,
+    /// Well-formed messages about a region this replica does not know, ignored.
+    pub unknown_region: u64,
+    /// Redis commands sent for verdicts and drains (publish and keyed record).
+    pub verdict_ops: u64,
+    /// Redis commands sent for leases, resyncs and liveness pings (time-driven, not per call).
+    pub background_ops: u64,
+    /// Times both links came up after being down, each followed by a resync.
+    pub resyncs: u64,
+    /// Times Redis was found unreachable or too slow after being up.
+    pub outages: u64,
+}
+
+/// Something to send on the command link.
+#[derive(Debug, Clone, Copy)]
+enum Outgoing {
+    Verdict(NodeId, SharedVerdict),
+    Admin(NodeId, AdminState),
+}
+
+/// What the hook, the tasks and the handle share.
+struct Shared {
+    config: FleetConfig,
+    client: redis::Client,
+    monitor: HealthMonitor,
+    link: Arc<Link>,
+    keys: Box<[RegionKeys]>,
+    channel: String,
+    /// Per node: whether a fleet drain set its admin state (so a fleet enable may lift it).
+    fleet_drained: Box<[AtomicBool]>,
+    tx: mpsc::Sender<Outgoing>,
+    connected: watch::Sender<bool>,
+    /// Whether the outage in progress (or the failure to ever connect) was logged.
+    down_logged: AtomicBool,
+    ever_up: AtomicBool,
+}
+
+/// The state the hook reads; every field is an atomic.
+#[derive(Default)]
+struct Link {
+    command_up: AtomicBool,
+    subscription_up: AtomicBool,
+    held: Box<[AtomicBool]>,
+    published: AtomicU64,
+    unsent: AtomicU64,
+    received: AtomicU64,
+    applied: AtomicU64,
+    malformed: AtomicU64,
+    unknown_region: AtomicU64,
+    verdict_ops: AtomicU64,
+    background_ops: AtomicU64,
+    resyncs: AtomicU64,
+    outages: AtomicU64,
+}
+
+struct RegionKeys {
+    region: String,
+    lease: String,
+    health: String,
+    eject: String,
+    cool: String,
+    admin: String,
+}
+
+/// The [`HealthHook`] fleet mode attaches to the monitor.
+struct FleetHook {
+    tx: mpsc::Sender<Outgoing>,
+    link: Arc<Link>,
+}
+
+/// Renews a lease only if it is still ours, and records the holder's verdict beside it.
+/// KEYS: lease, health. ARGV: replica, lease ms, verdict ("" for none), verdict ttl ms.
+const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+    redis.call('PEXPIRE', KEYS[1], ARGV[2]) \
+    if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4]) end \
+    return 1 else return 0 end";
+/// Releases a lease only if it is still ours. KEYS: lease. ARGV: replica.
+const RELEASE: &str =
+    "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+/// Extends a record's expiry to at least ARGV[1] ms; never shortens it. KEYS: record.
+const EXTEND: &str = "if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then \
+    redis.call('SET', KEYS[1], '1', 'PX', ARGV[1]) end return 1";
+
+/// A Redis round trip failed or timed out: the link is down.
+struct LinkDown;
+
+// ===== impl Fleet =====
+
+impl Fleet {
+    /// Starts fleet mode for `monitor` on the current tokio runtime.
+    ///
+    /// Returns at once; connecting happens in the background, and until it succeeds (or
+    /// whenever Redis is down) the replica runs on local health alone.
+    ///
+    /// # Errors
+    /// [`FleetError::HookTaken`] if the monitor already has a hook.
+    ///
+    /// # Panics
+    /// If called outside a tokio runtime.
+    pub fn start(config: &FleetConfig, monitor: &HealthMonitor) -> Result<Self, FleetError> {
+        let client =
+            redis::Client::open(config.connection.clone()).map_err(|e| FleetError::InvalidUrl { source: e.into() })?;
+        let snapshot = monitor.snapshot();
+        let n = snapshot.len();
+        let ns = &config.namespace;
+        let keys = snapshot
+            .nodes()
+            .iter()
+            .map(|node| {
+                let region = node.region().id();
+                RegionKeys {
+                    region: region.to_owned(),
+                    lease: format!("{ns}:lease:{region}"),
+                    health: format!("{ns}:health:{region}"),
+                    eject: format!("{ns}:eject:{region}"),
+                    cool: format!("{ns}:cool:{region}"),
+                    admin: format!("{ns}:admin:{region}"),
+                }
+            })
+            .collect();
+        let link = Arc::new(Link { held: (0..n).map(|_| AtomicBool::new(false)).collect(), ..Link::default() });
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        monitor
+            .set_hook(Arc::new(FleetHook { tx: tx.clone(), link: Arc::clone(&link) }))
+            .map_err(|_| FleetError::HookTaken)?;
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            client,
+            monitor: monitor.clone(),
+            link,
+            keys,
+            channel: format!("{ns}:events"),
+            fleet_drained: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            tx,
+            connected: watch::Sender::new(false),
+            down_logged: AtomicBool::new(false),
+            ever_up: AtomicBool::new(false),
+        });
+        let mut tasks = JoinSet::new();
+        tasks.spawn(Arc::clone(&shared).command_loop(rx));
+        tasks.spawn(Arc::clone(&shared).subscription_loop());
+        tracing::info!(server = %config.server(), replica = %config.replica_id, regions = n, "fleet mode starting");
+        Ok(Self { shared, tasks })
+    }
+
+    /// This replica's id.
+    pub fn replica_id(&self) -> &str {
+        &self.shared.config.replica_id
+    }
+
+    /// Whether both Redis links are up.
+    pub fn is_connected(&self) -> bool {
+        self.shared.link.is_up()
+    }
+
+    /// Waits until the links are up (`true`) or down (`false`). Up means connected, resynced
+    /// and with this replica's leases known.
+    pub async fn wait_connected(&self, up: bool) {
+        let mut rx = self.shared.connected.subscribe();
+        // The sender lives in `shared`, which outlives this borrow, so this cannot fail.
+        let _ = rx.wait_for(|v| *v == up).await;
+    }
+
+    /// Whether this replica holds the probe lease of `region` (so it probes it for the fleet).
+    pub fn holds_lease(&self, region: &str) -> bool {
+        self.shared.node(region).is_some_and(|node| self.shared.link.held[node.index()].load(Ordering::Relaxed))
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> FleetStats {
+        let l = &self.shared.link;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        FleetStats {
+            connected: l.is_up(),
+            leases_held: l.held.iter().filter(|h| h.load(Ordering::Relaxed)).count() as u64,
+            published: get(&l.published),
+            unsent: get(&l.unsent),
+            received: get(&l.received),
+            applied: get(&l.applied),
+            malformed: get(&l.malformed),
+            unknown_region: get(&l.unknown_region),
+            verdict_ops: get(&l.verdict_ops),
+            background_ops: get(&l.background_ops),
+            resyncs: get(&l.resyncs),
+            outages: get(&l.outages),
+        }
+    }
+
+    /// Drains `region` on every replica: here at once, elsewhere when they hear it (or resync).
+    /// A drain lasts until [`enable`](Self::enable), also across restarts of the replicas.
+    pub async fn drain(&self, region: &str) -> Result<(), FleetError> {
+        self.admin(region, AdminState::Drained).await
+    }
+
+    /// Lifts a fleet-wide drain of `region` on every replica.
+    pub async fn enable(&self, region: &str) -> Result<(), FleetError> {
+        self.admin(region, AdminState::Enabled).await
+    }
+
+    async fn admin(&self, region: &str, state: AdminState) -> Result<(), FleetError> {
+        let node = self.shared.node(region).ok_or_else(|| FleetError::UnknownRegion { region: region.to_owned() })?;
+        self.shared.set_admin(node, state);
+        // The command task holds the receiver for as long as `self` lives.
+        let _ = self.shared.tx.send(Outgoing::Admin(node, state)).await;
+        Ok(())
+    }
+
+    /// Releases this replica's probe leases (so others take its regions over at once), then
+    /// stops. Bounded by the operation timeout.
+    pub async fn shutdown(mut self) {
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        let shared = &self.shared;
+        shared.link.set_down();
+        if let Some(mut conn) = shared.connect().await {
+            let mut pipe = redis::pipe();
+            for (i, keys) in shared.keys.iter().enumerate() {
+                if shared.link.held[i].swap(false, Ordering::Relaxed) {
+                    pipe.cmd("EVAL").arg(RELEASE).arg(1).arg(&keys.lease).arg(&shared.config.replica_id).ignore();
+                }
+            }
+            let _ = shared.query::<()>(&mut conn, &pipe, false).await;
+        }
+        for held in &shared.link.held {
+            held.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.tasks.abort_all();
+        // Back to local probing of every region.
+        self.shared.link.set_down();
+        for held in &self.shared.link.held {
+            held.store(false, Ordering::Relaxed);
+        }
+    }
+}
+
+impl fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fleet").field("config", &self.shared.config).field("stats", &self.stats()).finish()
+    }
+}
+
+// ===== impl Link =====
+
+impl Link {
+    fn is_up(&self) -> bool {
+        self.command_up.load(Ordering::Acquire) && self.subscription_up.load(Ordering::Acquire)
+    }
+
+    fn set_down(&self) {
+        self.command_up.store(false, Ordering::Release);
+        self.subscription_up.store(false, Ordering::Release);
+    }
+}
+
+// ===== impl FleetHook =====
+
+impl HealthHook for FleetHook {
+    fn on_verdict(&self, node: NodeId, verdict: SharedVerdict) {
+        if self.tx.try_send(Outgoing::Verdict(node, verdict)).is_err() {
+            self.link.unsent.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn may_probe(&self, node: NodeId) -> bool {
+        !self.link.is_up() || self.link.held.get(node.index()).is_none_or(|h| h.load(Ordering::Relaxed))
+    }
+}
+
+impl fmt::Debug for FleetHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FleetHook").field("connected", &self.link.is_up()).finish_non_exhaustive()
+    }
+}
+
+// ===== impl Shared =====
+
+impl Shared {
+    fn node(&self, region: &str) -> Option<NodeId> {
+        self.monitor.snapshot().find(region)
+    }
+
+    fn now() -> std::time::Instant {
+        TokioInstant::now().into_std()
+    }
+
+    fn lease_ms(&self) -> u64 {
+        message::millis(self.config.lease).max(1)
+    }
+
+    /// Renew and seek leases every third of the lease.
+    fn lease_period(&self) -> Duration {
+        self.config.lease / 3
+    }
+
+    async fn connect(&self) -> Option<MultiplexedConnection> {
+        match timeout(self.config.op_timeout, self.client.get_multiplexed_async_connection()).await {
+            Ok(Ok(conn)) => Some(conn),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "fleet: redis connection failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("fleet: redis connection timed out");
+                None
+            }
+        }
+    }
+
+    /// Runs a pipeline within the operation timeout, counting its commands.
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut MultiplexedConnection,
+        pipe: &redis::Pipeline,
+        verdict: bool,
+    ) -> Result<T, LinkDown> {
+        let ops = pipe.cmd_iter().count() as u64;
+        let counter = if verdict { &self.link.verdict_ops } else { &self.link.background_ops };
+        counter.fetch_add(ops, Ordering::Relaxed);
+        match timeout(self.config.op_timeout, pipe.query_async::<T>(conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "fleet: redis command failed");
+                Err(LinkDown)
+            }
+            Err(_) => {
+                tracing::debug!(timeout = ?self.config.op_timeout, "fleet: redis command timed out");
+                Err(LinkDown)
+            }
+        }
+    }
+
+    /// Records a link's state; logs once per outage and once per recovery.
+    fn set_link(&self, command: bool, up: bool) {
+        let link = &self.link;
+        let was = link.is_up();
+        let flag = if command { &link.command_up } else { &link.subscription_up };
+        flag.store(up, Ordering::Release);
+        if !up && command {
+            for held in &link.held {
+                held.store(false, Ordering::Relaxed);
+            }
+        }
+        let now = link.is_up();
+        if now && !was {
+            if self.ever_up.swap(true, Ordering::Relaxed) {
+                link.resyncs.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(server = %self.config.server(), "fleet: redis is back; resynced, sharing again");
+            } else {
+                tracing::info!(server = %self.config.server(), "fleet: connected; sharing health with the fleet");
+            }
+            self.down_logged.store(false, Ordering::Relaxed);
+        }
+        if !up && !self.down_logged.swap(true, Ordering::Relaxed) {
+            if was {
+                link.outages.fetch_add(1, Ordering::Relaxed);
+            }
+            tracing::warn!(server = %self.config.server(),
+                "fleet: redis unreachable or too slow; running on local health and probing every region until it returns");
+        }
+        self.connected.send_if_modified(|v| std::mem::replace(v, now) != now);
+    }
+
+    fn set_admin(&self, node: NodeId, state: AdminState) {
+        self.monitor.snapshot().node(node).metrics().set_admin(state);
+        self.fleet_drained[node.index()].store(state == AdminState::Drained, Ordering::Relaxed);
+    }
+
+    async fn backoff(&self, delay: &mut Duration) {
+        sleep_until(TokioInstant::now() + *delay).await;
+        *delay = (*delay * 2).min(self.config.reconnect_max);
+    }
+
+    // ----- command link -----
+
+    async fn command_loop(self: Arc<Self>, mut rx: mpsc::Receiver<Outgoing>) {
+        let mut delay = self.config.reconnect_min;
+        // Drains asked for while Redis was down, sent on reconnect.
+        let mut pending_admin: Vec<Option<AdminState>> = vec![None; self.keys.len()];
+        loop {
+            if let Some(mut conn) = self.connect().await {
+                delay = self.config.reconnect_min;
+                let _ = self.command_session(&mut conn, &mut rx, &mut pending_admin).await;
+            }
+            self.set_link(true, false);
+            // Verdicts that arrive meanwhile are not queued: those still running are
+            // republished from local state on reconnect.
+            let until = TokioInstant::now() + delay;
+            loop {
+                tokio::select! {
+                    () = sleep_until(until) => break,
+                    msg = rx.recv() => match msg {
+                        Some(Outgoing::Verdict(..)) => { self.link.unsent.fetch_add(1, Ordering::Relaxed); }
+                        Some(Outgoing::Admin(node, state)) => pending_admin[node.index()] = Some(state),
+                        None => return,
+                    },
+                }
+            }
+            delay = (delay * 2).min(self.config.reconnect_max);
+        }
+    }
+
+    async fn command_session(
+        &self,
+        conn: &mut MultiplexedConnection,
+        rx: &mut mpsc::Receiver<Outgoing>,
+        pending_admin: &mut [Option<AdminState>],
+    ) -> Result<(), LinkDown> {
+        self.lease_round(conn).await?;
+        self.republish(conn, pending_admin).await?;
+        self.set_link(true, true);
+        let mut next_round = TokioInstant::now() + self.lease_period();
+        loop {
+            tokio::select! {
+                () = sleep_until(next_round) => {
+                    next_round = TokioInstant::now() + self.lease_period();
+                    self.lease_round(conn).await?;
+                }
+                msg = rx.recv() => match msg {
+                    Some(msg) => self.send(conn, msg).await?,
+                    None => return Ok(()),
+                },
+            }
+        }
+    }
+
+    /// Renews the leases this replica holds (recording its verdict for each), and seeks the
+    /// others, in one round trip.
+    async fn lease_round(&self, conn: &mut MultiplexedConnection) -> Result<(), LinkDown> {
+        let me = &self.config.replica_id;
+        let lease_ms = self.lease_ms();
+        let mut pipe = redis::pipe();
+        for (i, keys) in self.keys.iter().enumerate() {
+            if self.link.held[i].load(Ordering::Relaxed) {
+                let health = self.monitor.snapshot().nodes()[i].metrics().health();
+                let verdict = match health {
+                    HealthState::Healthy => "up",
+                    HealthState::Unhealthy => "down",
+                    _ => "",
+                };
+                pipe.cmd("EVAL").arg(RENEW).arg(2).arg(&keys.lease).arg(&keys.health);
+                pipe.arg(me).arg(lease_ms).arg(verdict).arg(lease_ms.saturating_mul(2));
+            } else {
+                pipe.cmd("SET").arg(&keys.lease).arg(me).arg("NX").arg("PX").arg(lease_ms);
+            }
+        }
+        let results: Vec<Value> = self.query(conn, &pipe, false).await?;
+        for (i, value) in results.iter().enumerate().take(self.keys.len()) {
+            let held =
+                matches!(value, Value::Okay | Value::Int(1)) || matches!(value, Value::SimpleString(s) if s == "OK");
+            let was = self.link.held[i].swap(held, Ordering::Relaxed);
+            if held != was {
+                tracing::debug!(region = %self.keys[i].region, held, "fleet: probe lease changed hands");
+            }
+        }
+        Ok(())
+    }
+
+    /// After a (re)connect: publishes the cooldowns and ejections still running here, and
+    /// the drains asked for while Redis was down.
+    async fn republish(
+        &self,
+        conn: &mut MultiplexedConnection,
+        pending_admin: &mut [Option<AdminState>],
+    ) -> Result<(), LinkDown> {
+        let now = Self::now();
+        for (i, id) in self.monitor.snapshot().ids().iter().enumerate() {
+            if let Some(state) = pending_admin[i].take() {
+                self.send(conn, Outgoing::Admin(*id, state)).await?;
+            }
+            let Some(status) = self.monitor.status(*id, now) else { continue };
+            if let Some(until) = status.cooldown_until {
+                let remaining = until.saturating_duration_since(now);
+                self.send(conn, Outgoing::Verdict(*id, SharedVerdict::Cooldown { remaining })).await?;
+            }
+            if let Some(until) = status.ejected_until {
+                let remaining = until.saturating_duration_since(now);
+                self.send(conn, Outgoing::Verdict(*id, SharedVerdict::Ejected { remaining })).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes one message and updates its keyed record, in one round trip.
+    async fn send(&self, conn: &mut MultiplexedConnection, msg: Outgoing) -> Result<(), LinkDown> {
+        let (node, body) = match msg {
+            Outgoing::Verdict(node, v) => (node, Body::Verdict(v)),
+            Outgoing::Admin(node, state) => (node, Body::Admin(state)),
+        };
+        let Some(keys) = self.keys.get(node.index()) else { return Ok(()) };
+        let Some(wire) = message::encode(&self.config.replica_id, &keys.region, body) else { return Ok(()) };
+        let mut pipe = redis::pipe();
+        match body {
+            Body::Verdict(SharedVerdict::Down) => {
+                pipe.cmd("SET").arg(&keys.health).arg("down").arg("PX").arg(self.lease_ms() * 2).ignore();
+            }
+            Body::Verdict(SharedVerdict::Up) => {
+                pipe.cmd("SET").arg(&keys.health).arg("up").arg("PX").arg(self.lease_ms() * 2).ignore();
+            }
+            Body::Verdict(SharedVerdict::Ejected { remaining }) => {
+                pipe.cmd("EVAL").arg(EXTEND).arg(1).arg(&keys.eject).arg(message::millis(remaining)).ignore();
+            }
+            Body::Verdict(SharedVerdict::EjectionEnded) => {
+                pipe.cmd("DEL").arg(&keys.eject).ignore();
+            }
+            Body::Verdict(SharedVerdict::Cooldown { remaining }) => {
+                pipe.cmd("EVAL").arg(EXTEND).arg(1).arg(&keys.cool).arg(message::millis(remaining)).ignore();
+            }
+            Body::Admin(AdminState::Drained) => {
+                pipe.cmd("SET").arg(&keys.admin).arg("drained").ignore();
+            }
+            Body::Admin(_) => {
+                pipe.cmd("DEL").arg(&keys.admin).ignore();
+            }
+            Body::Verdict(_) => {}
+        }
+        pipe.cmd("PUBLISH").arg(&self.channel).arg(wire).ignore();
+        self.query::<()>(conn, &pipe, true).await?;
+        self.link.published.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    // ----- subscription link -----
+
+    async fn subscription_loop(self: Arc<Self>) {
+        let mut delay = self.config.reconnect_min;
+        loop {
+            if self.subscription_session(&mut delay).await.is_err() {
+                self.set_link(false, false);
+            }
+            self.backoff(&mut delay).await;
+        }
+    }
+
+    async fn subscription_session(&self, delay: &mut Duration) -> Result<(), LinkDown> {
+        let op = self.config.op_timeout;
+        let pubsub = match timeout(op, self.client.get_async_pubsub()).await {
+            Ok(Ok(p)) => p,
+            _ => return Err(LinkDown),
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        self.link.background_ops.fetch_add(1, Ordering::Relaxed);
+        if !matches!(timeout(op, sink.subscribe(&self.channel)).await, Ok(Ok(()))) {
+            return Err(LinkDown);
+        }
+        // Subscribed first, then read the records: nothing published meanwhile is missed.
+        let mut conn = self.connect().await.ok_or(LinkDown)?;
+        self.resync(&mut conn).await?;
+        drop(conn);
+        *delay = self.config.reconnect_min;
+        self.set_link(false, true);
+        let mut next_ping = TokioInstant::now() + self.lease_period();
+        loop {
+            tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(msg) => self.handle(msg.get_payload_bytes()),
+                    None => return Err(LinkDown),
+                },
+                () = sleep_until(next_ping) => {
+                    // A hung server sends nothing; a ping tells it apart from a quiet fleet.
+                    next_ping = TokioInstant::now() + self.lease_period();
+                    self.link.background_ops.fetch_add(1, Ordering::Relaxed);
+                    if !matches!(timeout(op, sink.ping::<Value>()).await, Ok(Ok(_))) {
+                        return Err(LinkDown);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads every region's keyed records and applies them: what a late starter or a
+    /// reconnecting replica missed on the channel.
+    async fn resync(&self, conn: &mut MultiplexedConnection) -> Result<(), LinkDown> {
+        let mut pipe = redis::pipe();
+        for keys in &self.keys {
+            pipe.cmd("GET").arg(&keys.health);
+            pipe.cmd("PTTL").arg(&keys.eject);
+            pipe.cmd("PTTL").arg(&keys.cool);
+            pipe.cmd("GET").arg(&keys.admin);
+        }
+        let values: Vec<Value> = self.query(conn, &pipe, false).await?;
+        let now = Self::now();
+        for (i, record) in values.chunks_exact(4).enumerate().take(self.keys.len()) {
+            let node = NodeId::from_index(i as u32);
+            match text(&record[0]) {
+                Some("down") => self.apply(node, SharedVerdict::Down, now),
+                Some("up") => self.apply(node, SharedVerdict::Up, now),
+                _ => {}
+            }
+            if let Some(ms) = ttl(&record[1]) {
+                self.apply(node, SharedVerdict::Ejected { remaining: Duration::from_millis(ms) }, now);
+            }
+            if let Some(ms) = ttl(&record[2]) {
+                self.apply(node, SharedVerdict::Cooldown { remaining: Duration::from_millis(ms) }, now);
+            }
+            match text(&record[3]) {
+                Some("drained") => self.set_admin(node, AdminState::Drained),
+                _ if self.fleet_drained[i].load(Ordering::Relaxed) => self.set_admin(node, AdminState::Enabled),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles one payload from the channel; never panics.
+    fn handle(&self, payload: &[u8]) {
+        let link = &self.link;
+        link.received.fetch_add(1, Ordering::Relaxed);
+        let msg = match message::decode(payload) {
+            Ok(msg) => msg,
+            Err(error) => {
+                link.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(?error, len = payload.len(), "fleet: ignored a malformed message");
+                return;
+            }
+        };
+        if msg.replica == self.config.replica_id {
+            return;
+        }
+        let Some(node) = self.node(msg.region) else {
+            link.unknown_region.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        match msg.body {
+            Body::Verdict(v) => self.apply(node, v, Self::now()),
+            Body::Admin(state) => self.set_admin(node, state),
+        }
+        link.applied.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn apply(&self, node: NodeId, verdict: SharedVerdict, now: std::time::Instant) {
+        // The lease holder probes this node itself: its own verdict stands.
+        if matches!(verdict, SharedVerdict::Up | SharedVerdict::Down)
+            && self.link.held[node.index()].load(Ordering::Relaxed)
+        {
+            return;
+        }
+        self.monitor.apply_shared(node, verdict, now);
+    }
+}
+
+/// A string reply, if it is one.
+fn text(v: &Value) -> Option<&str> {
+    match v {
+        Value::BulkString(b) => std::str::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// A positive PTTL reply in milliseconds (missing keys and keys without expiry give `None`).
+fn ttl(v: &Value) -> Option<u64> {
+    match v {
+        Value::Int(ms) if *ms > 0 => Some((*ms as u64).min(message::MAX_DURATION_MS)),
+        _ => None,
+    }
+}
