@@ -14,7 +14,7 @@ use std::{
 
 use sluice_region_model::{HealthState, NodeId};
 
-use crate::{HealthEventKind, HealthMonitor, monitor::duration_ns};
+use crate::{HealthEventKind, HealthMonitor};
 
 /// A verdict one replica shares with the others.
 ///
@@ -158,26 +158,7 @@ impl HealthMonitor {
                 tracing::info!(node = %node, region = %inner.regions[node.index()], "ejection ended (fleet verdict)");
                 inner.emit(node, HealthEventKind::EjectionEnded, now);
             }
-            SharedVerdict::Cooldown { remaining } => {
-                let remaining = remaining.min(inner.config.retry_after_cap());
-                if remaining.is_zero() {
-                    return;
-                }
-                let state = &inner.nodes[node.index()];
-                let until_ns = now_ns.saturating_add(duration_ns(remaining));
-                let prev = state.cooldown_until.fetch_max(until_ns, Ordering::AcqRel);
-                if until_ns <= prev {
-                    return;
-                }
-                let until = inner.instant(until_ns);
-                metrics.extend_exclusion(until);
-                inner.schedule_slow_start(metrics);
-                if prev <= now_ns || until_ns - prev >= crate::monitor::COOLDOWN_EVENT_STEP_NS {
-                    tracing::info!(node = %node, region = %inner.regions[node.index()], retry_after = ?remaining,
-                        "node cooling down (fleet verdict)");
-                    inner.emit(node, HealthEventKind::CooldownStarted { until }, now);
-                }
-            }
+            SharedVerdict::Cooldown { remaining } => inner.cooldown(node, remaining, now_ns, now, false),
         }
     }
 }

@@ -22,7 +22,7 @@ use crate::{
 pub const EVENT_CHANNEL_CAPACITY: usize = 1024;
 
 /// A cooldown extension shorter than this is not published as a new event.
-pub(crate) const COOLDOWN_EVENT_STEP_NS: u64 = 1_000_000_000;
+const COOLDOWN_EVENT_STEP_NS: u64 = 1_000_000_000;
 
 /// Decides which nodes may take traffic, from real call outcomes (passive) and from the
 /// active prober, and writes its verdicts into the snapshot's [`NodeMetrics`].
@@ -230,7 +230,7 @@ impl HealthMonitor {
                 if status == 503
                     && let Some(after) = retry_after
                 {
-                    inner.cooldown(node, after, now_ns, now);
+                    inner.cooldown(node, after, now_ns, now, true);
                 }
                 if counted {
                     inner.on_failure(node, now_ns, now);
@@ -239,7 +239,7 @@ impl HealthMonitor {
             Outcome::RateLimited { retry_after } => {
                 metrics.record_throttle(now);
                 if let Some(after) = retry_after {
-                    inner.cooldown(node, after, now_ns, now);
+                    inner.cooldown(node, after, now_ns, now, true);
                 }
             }
         }
@@ -476,7 +476,9 @@ impl Inner {
         self.publish(node, HealthEventKind::Ejected { until }, now);
     }
 
-    fn cooldown(&self, node: NodeId, after: Duration, now_ns: u64, now: Instant) {
+    /// Starts or extends a Retry-After cooldown; `share` = false for one another replica shared
+    /// (it goes on the event channel but not back to the hook).
+    pub(crate) fn cooldown(&self, node: NodeId, after: Duration, now_ns: u64, now: Instant, share: bool) {
         let after = after.min(self.config.retry_after_cap());
         if after.is_zero() {
             return;
@@ -492,9 +494,10 @@ impl Inner {
         // 429 would cut its share in a sawtooth.
         self.metrics(node).extend_exclusion(until);
         if prev <= now_ns || until_ns - prev >= COOLDOWN_EVENT_STEP_NS {
-            tracing::info!(node = %node, region = %self.regions[node.index()], retry_after = ?after,
+            tracing::info!(node = %node, region = %self.regions[node.index()], retry_after = ?after, shared = !share,
                 "node cooling down after retry-after");
-            self.publish(node, HealthEventKind::CooldownStarted { until }, now);
+            let kind = HealthEventKind::CooldownStarted { until };
+            if share { self.publish(node, kind, now) } else { self.emit(node, kind, now) }
         }
     }
 
