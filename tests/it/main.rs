@@ -13,6 +13,8 @@ mod resilience;
 mod routing;
 // Failure semantics: no panic, hang, fail-closed or accidental second generation.
 mod semantics;
+// Stream commit and end rules, idle timeout.
+mod sse;
 
 use std::time::Duration;
 

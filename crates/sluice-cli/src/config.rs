@@ -181,6 +181,7 @@ struct RawTimeouts {
     attempt: Option<Dur>,
     first_chunk: Option<Dur>,
     total: Option<Dur>,
+    idle: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -378,11 +379,13 @@ impl Config {
             timeouts = set(timeouts, t.attempt, |t, d| t.attempt(d.0));
             timeouts = set(timeouts, t.first_chunk, |t, d| t.first_chunk(d.0));
             timeouts = set(timeouts, t.total, |t, d| t.total(d.0));
+            timeouts = set(timeouts, t.idle, |t, d| t.idle(d.0));
             for (name, d) in [
                 ("connect", timeouts.connect),
                 ("attempt", timeouts.attempt),
                 ("first_chunk", timeouts.first_chunk),
                 ("total", timeouts.total),
+                ("idle", timeouts.idle),
             ] {
                 if d.is_zero() {
                     return Err(fail(Some(span), None, format!("[timeouts]: {name} must be greater than zero")));
@@ -758,13 +761,16 @@ lon = -77.0
     #[test]
     fn every_table_parses() {
         let text = format!(
-            "api_key_env = \"MY_KEY\"\n{GOOD}\n[strategy]\nname = \"geo\"\nseed = 7\n[health.probe]\nenabled = false\ninterval = \"250ms\"\ntimeout = \"1.5s\"\nrise = 3\n[health.outlier]\nconsecutive_failures = 3\nslow_start_window = \"5s\"\n[failover]\nmax_attempts = 2\nrescue = false\nhedge_percentile = 95.0\n[timeouts]\ntotal = \"2m\"\n[caller]\nlat = 1.0\nlon = 2.0\n"
+            "api_key_env = \"MY_KEY\"\n{GOOD}\n[strategy]\nname = \"geo\"\nseed = 7\n[health.probe]\nenabled = false\ninterval = \"250ms\"\ntimeout = \"1.5s\"\nrise = 3\n[health.outlier]\nconsecutive_failures = 3\nslow_start_window = \"5s\"\n[failover]\nmax_attempts = 2\nrescue = false\nretry_on_timeout = true\nhedge_percentile = 95.0\n[timeouts]\ntotal = \"2m\"\nidle = \"45s\"\nattempt = \"90s\"\n[caller]\nlat = 1.0\nlon = 2.0\n"
         );
         let c = Config::parse("c.toml", &text).unwrap();
         assert_eq!(c.strategy(), StrategyKind::GeoNearest);
         assert!(!c.probing());
         assert_eq!(c.probe_config().interval(), Duration::from_millis(250));
         assert_eq!(c.timeouts.total, Duration::from_secs(120));
+        assert_eq!(c.timeouts.idle, Duration::from_secs(45));
+        assert_eq!(c.timeouts.attempt, Duration::from_secs(90));
+        assert!(c.failover.retry_on_timeout);
         assert_eq!(c.failover.max_attempts, 2);
         assert!(c.caller().is_some());
         assert_eq!(c.key_sources()[0].1, "MY_KEY");

@@ -141,9 +141,13 @@ impl ClientBuilder {
         check(p.max_attempts >= 1, "max_attempts", "at least 1")?;
         check(p.retry_ratio.is_finite() && p.retry_ratio >= 0.0, "retry_ratio", "finite and >= 0")?;
         check(!p.retry_budget_ttl.is_zero(), "retry_budget_ttl", "greater than zero")?;
-        for (name, d) in
-            [("connect", t.connect), ("attempt", t.attempt), ("first_chunk", t.first_chunk), ("total", t.total)]
-        {
+        for (name, d) in [
+            ("connect", t.connect),
+            ("attempt", t.attempt),
+            ("first_chunk", t.first_chunk),
+            ("total", t.total),
+            ("idle", t.idle),
+        ] {
             check(!d.is_zero(), name, "a timeout greater than zero")?;
         }
         match p.hedge {

@@ -29,7 +29,7 @@ use crate::{
     budget::RetryBudget,
     latency::LatencyHistogram,
     rescue::{RescueHub, now},
-    stream::{EventStream, first_event},
+    stream::{open_chat, open_raw},
 };
 
 /// Largest error body kept from an upstream answer.
@@ -121,6 +121,8 @@ pub(crate) struct Attempt {
     pub(crate) node: NodeId,
     pub(crate) guard: InFlightGuard,
     pub(crate) deadline: tokio::time::Instant,
+    /// When the attempt started.
+    pub(crate) started: Instant,
 }
 
 type AttemptFuture<T> = Pin<Box<dyn Future<Output = (NodeId, Instant, Result<T, AttemptError>)> + Send>>;
@@ -224,14 +226,13 @@ impl Client {
                     let mut headers = HeaderMap::new();
                     headers.insert(header::ACCEPT, HeaderValue::from_static("text/event-stream"));
                     let resp = a.send(Method::POST, "chat/completions", headers, body).await?;
-                    let mut events = EventStream::new(resp);
-                    let first = first_event(&mut events, a.inner.timeouts.first_chunk).await?;
-                    Ok((events, first, a.guard, a.deadline))
+                    let opened = open_chat(resp, a.inner.timeouts.first_chunk).await?;
+                    Ok((opened, a.guard, a.deadline))
                 })
             })
             .await?;
-        let ((events, first, guard, deadline), meta) = response.into_parts();
-        Ok(ChatStream::new(Arc::clone(&self.inner), meta, events, first, guard, deadline))
+        let ((opened, guard, deadline), meta) = response.into_parts();
+        Ok(ChatStream::new(Arc::clone(&self.inner), meta, opened, guard, deadline))
     }
 
     /// `GET /models`.
@@ -271,17 +272,13 @@ impl Client {
                     let resp = a.send(method, &path, (*headers).clone(), body).await?;
                     let status = resp.status();
                     let headers = resp.headers().clone();
-                    let mut body = RawBody::upstream(resp);
-                    let first = tokio::time::timeout(a.inner.timeouts.first_chunk, body.next_upstream())
-                        .await
-                        .map_err(|_| AttemptError::FirstChunk(None))?
-                        .map_err(|e| AttemptError::FirstChunk(Some(e)))?;
-                    Ok((status, headers, body, first, a.guard, a.deadline))
+                    let opened = open_raw(resp, &path, a.inner.timeouts.first_chunk).await?;
+                    Ok((status, headers, opened, a.guard, a.deadline))
                 })
             })
             .await?;
-        let ((status, headers, body, first, guard, deadline), meta) = response.into_parts();
-        let body = body.commit(Arc::clone(&self.inner), meta.clone(), first, guard, deadline);
+        let ((status, headers, opened, guard, deadline), meta) = response.into_parts();
+        let body = RawBody::commit(Arc::clone(&self.inner), meta.clone(), opened, guard, deadline);
         Ok(RawResponse { status, headers, body, meta })
     }
 }
@@ -368,7 +365,7 @@ impl Attempt {
         let request = inner.http.request(method, url).headers(headers).body(body).send();
         let rescued = async {
             if inner.policy.rescue {
-                inner.rescue.rescued(self.node, &inner.budget).await
+                inner.rescue.rescued(self.node, self.started, &inner.budget).await
             } else {
                 std::future::pending().await
             }
@@ -471,7 +468,7 @@ impl Inner {
     {
         let guard = self.snapshot.node(node).metrics().start_request();
         let started = now();
-        let fut = attempt(Attempt { inner: Arc::clone(self), node, guard, deadline });
+        let fut = attempt(Attempt { inner: Arc::clone(self), node, guard, deadline, started });
         let limit = self.timeouts.attempt;
         Box::pin(async move {
             let result = match tokio::time::timeout(limit, fut).await {

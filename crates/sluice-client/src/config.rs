@@ -11,6 +11,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time allowed from the response head to the first streamed chunk (time to first token).
 pub const DEFAULT_FIRST_CHUNK_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest gap between two chunks of a committed stream (comments count as chunks).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time allowed for a whole call, all attempts and (for streams) the whole stream included.
 pub const DEFAULT_TOTAL_TIMEOUT: Duration = Duration::from_secs(180);
 /// Share of calls that may be retried, on top of the floor.
@@ -34,6 +36,8 @@ pub struct Timeouts {
     pub first_chunk: Duration,
     /// See [`DEFAULT_TOTAL_TIMEOUT`]; a per-call deadline may shorten it.
     pub total: Duration,
+    /// See [`DEFAULT_IDLE_TIMEOUT`].
+    pub idle: Duration,
 }
 
 impl Default for Timeouts {
@@ -43,6 +47,7 @@ impl Default for Timeouts {
             attempt: DEFAULT_ATTEMPT_TIMEOUT,
             first_chunk: DEFAULT_FIRST_CHUNK_TIMEOUT,
             total: DEFAULT_TOTAL_TIMEOUT,
+            idle: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }
@@ -63,6 +68,12 @@ impl Timeouts {
     /// Sets the first-chunk (time to first token) timeout.
     pub fn first_chunk(mut self, d: Duration) -> Self {
         self.first_chunk = d;
+        self
+    }
+
+    /// Sets the idle timeout between the chunks of a committed stream.
+    pub fn idle(mut self, d: Duration) -> Self {
+        self.idle = d;
         self
     }
 

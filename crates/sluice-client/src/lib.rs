@@ -10,6 +10,7 @@ mod error;
 mod latency;
 mod meta;
 mod rescue;
+mod sse;
 mod stream;
 mod types;
 
@@ -19,9 +20,9 @@ pub use self::{
     builder::ClientBuilder,
     client::{CallOptions, Client},
     config::{
-        DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FIRST_CHUNK_TIMEOUT, DEFAULT_MAX_ATTEMPTS,
-        DEFAULT_RETRY_AFTER_CAP, DEFAULT_RETRY_BUDGET_TTL, DEFAULT_RETRY_MIN_PER_SEC, DEFAULT_RETRY_RATIO,
-        DEFAULT_TOTAL_TIMEOUT, FailoverPolicy, HedgePolicy, Timeouts,
+        DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FIRST_CHUNK_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+        DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_AFTER_CAP, DEFAULT_RETRY_BUDGET_TTL, DEFAULT_RETRY_MIN_PER_SEC,
+        DEFAULT_RETRY_RATIO, DEFAULT_TOTAL_TIMEOUT, FailoverPolicy, HedgePolicy, Timeouts,
     },
     error::{BuildError, Error, ErrorKind},
     meta::{AttemptFailure, FailedAttempt, Response, ResponseMeta},

@@ -2,20 +2,22 @@
 
 use std::{fmt, sync::Arc, time::Instant};
 
+use parking_lot::Mutex;
 use sluice_health::{HealthEvent, HealthEventKind};
 use sluice_region_model::NodeId;
 use tokio::sync::{Notify, broadcast};
 
 use crate::budget::RetryBudget;
 
-/// One `Notify` per node, fired when the node is marked unhealthy or ejected.
+/// One `Notify` per node, fired when the node is marked unhealthy or ejected, with the time
+/// of the latest such event.
 pub(crate) struct RescueHub {
-    nodes: Box<[Notify]>,
+    nodes: Box<[(Notify, Mutex<Option<Instant>>)]>,
 }
 
 impl RescueHub {
     pub(crate) fn new(n: usize) -> Arc<Self> {
-        Arc::new(Self { nodes: (0..n).map(|_| Notify::new()).collect() })
+        Arc::new(Self { nodes: (0..n).map(|_| (Notify::new(), Mutex::new(None))).collect() })
     }
 
     /// Follows health events until the monitor (the sender) is gone.
@@ -25,10 +27,12 @@ impl RescueHub {
                 Ok(HealthEvent {
                     node,
                     kind: HealthEventKind::BecameUnhealthy { .. } | HealthEventKind::Ejected { .. },
+                    at,
                     ..
                 }) => {
-                    if let Some(n) = self.nodes.get(node.index()) {
-                        n.notify_waiters();
+                    if let Some((notify, last)) = self.nodes.get(node.index()) {
+                        *last.lock() = Some(at);
+                        notify.notify_waiters();
                     }
                 }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
@@ -37,15 +41,23 @@ impl RescueHub {
         }
     }
 
-    /// Resolves when `node` is marked down while the caller waits **and** the retry budget
-    /// grants a re-send. Never resolves otherwise.
-    pub(crate) async fn rescued(&self, node: NodeId, budget: &RetryBudget) {
-        let Some(notify) = self.nodes.get(node.index()) else { return std::future::pending().await };
-        let notified = notify.notified();
-        tokio::pin!(notified);
-        // Only a change seen after the attempt started counts: a node offered while already
-        // down (panic mode) is the best there is, and dropping its attempt would fail closed.
-        notified.await;
+    /// Resolves when `node` is marked down after `started` (the attempt's start) **and** the
+    /// retry budget grants a re-send. Never resolves otherwise.
+    ///
+    /// Only a change after the attempt started counts: a node offered while already down
+    /// (panic mode) is the best there is, and dropping its attempt would fail closed. Events
+    /// reach the hub a little late, so each one is checked against `started`.
+    pub(crate) async fn rescued(&self, node: NodeId, started: Instant, budget: &RetryBudget) {
+        let Some((notify, last)) = self.nodes.get(node.index()) else { return std::future::pending().await };
+        loop {
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if last.lock().is_some_and(|at| at >= started) {
+                break;
+            }
+            notified.await;
+        }
         if budget.try_withdraw(now()) {
             return;
         }

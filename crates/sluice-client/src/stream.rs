@@ -1,9 +1,15 @@
 //! Committed streams: typed chat chunks and raw bodies.
+//!
+//! Both read upstream bytes through one [`Upstream`] reader (idle timer, SSE parser) and share
+//! one commit rule: an attempt commits at the first event that carries content (see
+//! [`sse::Meaning`]); events before it are held back, so a stream cut before any content fails
+//! over unseen. A committed stream ends cleanly only at its endpoint's end event.
 
 use std::{
+    collections::VecDeque,
     error::Error as StdError,
     fmt,
-    future::Future,
+    future::{Future, poll_fn},
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
@@ -11,8 +17,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use eventsource_stream::{Event, EventStreamError, Eventsource};
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use http::{HeaderMap, StatusCode};
 use sluice_health::Outcome;
 use sluice_region_model::InFlightGuard;
@@ -22,65 +27,202 @@ use crate::{
     ChatCompletionChunk, Error, ErrorKind, ResponseMeta,
     client::{AttemptError, Inner},
     rescue::now,
+    sse::{Endpoint, Frame, Meaning, Parser},
 };
 
 type BoxError = Box<dyn StdError + Send + Sync>;
-type EventItem = Result<Event, EventStreamError<reqwest::Error>>;
+/// An event's name (if any) and data.
+type NamedData = (Option<String>, String);
 type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
-/// SSE events of one upstream answer.
-pub(crate) struct EventStream(Pin<Box<dyn Stream<Item = EventItem> + Send>>);
+/// Why reading upstream stopped.
+pub(crate) enum ReadError {
+    /// No byte arrived within the idle timeout.
+    Idle(Duration),
+    /// The body broke, or its event stream could not be parsed.
+    Body(BoxError),
+}
 
-impl EventStream {
-    pub(crate) fn new(response: reqwest::Response) -> Self {
-        Self(Box::pin(response.bytes_stream().eventsource()))
+impl ReadError {
+    fn into_parts(self) -> (Outcome, BoxError) {
+        match self {
+            Self::Idle(d) => (Outcome::Timeout, format!("no data from upstream for {d:?}").into()),
+            Self::Body(e) => (Outcome::ConnectError, e),
+        }
     }
 }
 
-/// What one SSE event means for a chat stream.
-enum Parsed {
-    Chunk(Box<ChatCompletionChunk>),
-    Done,
-    Failed(BoxError),
+/// Upstream body bytes, with the idle timer and (for event streams) the SSE parser.
+pub(crate) struct Upstream {
+    bytes: ByteStream,
+    parser: Option<(Parser, Endpoint)>,
+    frames: VecDeque<Frame>,
+    scratch: Vec<Frame>,
+    idle: Option<(Duration, Pin<Box<Sleep>>)>,
 }
 
-fn parse_event(event: &Event) -> Parsed {
-    let data = event.data.trim();
-    if data == "[DONE]" {
-        return Parsed::Done;
+impl Upstream {
+    pub(crate) fn new(response: reqwest::Response, endpoint: Option<Endpoint>) -> Self {
+        Self {
+            bytes: Box::pin(response.bytes_stream()),
+            parser: endpoint.map(|e| (Parser::default(), e)),
+            frames: VecDeque::new(),
+            scratch: Vec::new(),
+            idle: None,
+        }
     }
-    match serde_json::from_str::<serde_json::Value>(data) {
-        Ok(v) if v.get("error").is_some() => Parsed::Failed(format!("error event: {}", v["error"]).into()),
-        Ok(v) => match serde_json::from_value::<ChatCompletionChunk>(v) {
-            Ok(chunk) => Parsed::Chunk(Box::new(chunk)),
-            Err(e) => Parsed::Failed(e.into()),
-        },
-        Err(e) => Parsed::Failed(e.into()),
+
+    /// From now on, a gap longer than `limit` between two chunks fails the read.
+    fn arm_idle(&mut self, limit: Duration) {
+        self.idle = Some((limit, Box::pin(tokio::time::sleep(limit))));
+    }
+
+    /// The next chunk, fed to the parser on the way.
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, ReadError>>> {
+        match self.bytes.as_mut().poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                if let Some((limit, sleep)) = &mut self.idle {
+                    sleep.as_mut().reset(tokio::time::Instant::now() + *limit);
+                }
+                if let Some((parser, _)) = &mut self.parser {
+                    if let Err(e) = parser.feed(&chunk, &mut self.scratch) {
+                        return Poll::Ready(Some(Err(ReadError::Body(e.into()))));
+                    }
+                    self.frames.extend(self.scratch.drain(..));
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(ReadError::Body(e.into())))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match &mut self.idle {
+                Some((limit, sleep)) => match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(ReadError::Idle(*limit)))),
+                    Poll::Pending => Poll::Pending,
+                },
+                None => Poll::Pending,
+            },
+        }
+    }
+
+    /// The next event (comments skipped), reading as needed.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<NamedData, ReadError>>> {
+        loop {
+            while let Some(frame) = self.frames.pop_front() {
+                if let Frame::Event { name, data } = frame {
+                    return Poll::Ready(Some(Ok((name, data))));
+                }
+            }
+            match ready!(self.poll_chunk(cx)) {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => return Poll::Ready(None),
+            }
+        }
     }
 }
 
-/// Waits for the first chunk (or `[DONE]`), within `limit`. Anything else fails the attempt,
-/// which is then retried elsewhere: nothing has reached the caller yet.
-pub(crate) async fn first_event(
-    events: &mut EventStream,
+fn parse_chunk(data: &str) -> Result<ChatCompletionChunk, BoxError> {
+    Ok(serde_json::from_str(data)?)
+}
+
+/// What a typed stream holds at its commit.
+pub(crate) struct OpenedChat {
+    upstream: Upstream,
+    held: VecDeque<ChatCompletionChunk>,
+    ended: bool,
+}
+
+/// Reads a chat stream up to its first content event (or its end), within `limit`.
+///
+/// Chunks without content are held back. Anything else (an error event, unparseable data, a
+/// cut, the end of the body, the timeout) fails the attempt, which is then retried elsewhere:
+/// nothing has reached the caller yet.
+pub(crate) async fn open_chat(response: reqwest::Response, limit: Duration) -> Result<OpenedChat, AttemptError> {
+    let mut upstream = Upstream::new(response, Some(Endpoint::Chat));
+    let mut held = VecDeque::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let next = tokio::time::timeout_at(deadline, poll_fn(|cx| upstream.poll_event(cx)))
+            .await
+            .map_err(|_| AttemptError::FirstChunk(None))?;
+        let (name, data) = match next {
+            None => return Err(AttemptError::FirstChunk(Some("stream ended before its first content".into()))),
+            Some(Err(e)) => return Err(AttemptError::FirstChunk(Some(e.into_parts().1))),
+            Some(Ok(event)) => event,
+        };
+        match Endpoint::Chat.meaning(name.as_deref(), &data) {
+            Meaning::End => return Ok(OpenedChat { upstream, held, ended: true }),
+            Meaning::Failed(m) => return Err(AttemptError::FirstChunk(Some(m.into()))),
+            Meaning::Preamble => held.push_back(parse_chunk(&data).map_err(|e| AttemptError::FirstChunk(Some(e)))?),
+            Meaning::Content => {
+                held.push_back(parse_chunk(&data).map_err(|e| AttemptError::FirstChunk(Some(e)))?);
+                return Ok(OpenedChat { upstream, held, ended: false });
+            }
+        }
+    }
+}
+
+/// What a raw call holds at its commit.
+pub(crate) struct OpenedRaw {
+    upstream: Upstream,
+    held: VecDeque<Bytes>,
+    sse: bool,
+    saw_end: bool,
+}
+
+/// Reads a raw answer up to its commit point, within `limit`: the first body chunk, or for an
+/// event stream the first event that carries content (or the end event). Bytes read before
+/// are held back and sent first once committed. A failure before the commit fails the
+/// attempt, which is retried elsewhere.
+pub(crate) async fn open_raw(
+    response: reqwest::Response,
+    path: &str,
     limit: Duration,
-) -> Result<Option<ChatCompletionChunk>, AttemptError> {
-    let next = tokio::time::timeout(limit, events.0.next()).await.map_err(|_| AttemptError::FirstChunk(None))?;
-    match next {
-        None => Err(AttemptError::FirstChunk(Some("stream ended before its first chunk".into()))),
-        Some(Err(e)) => Err(AttemptError::FirstChunk(Some(e.into()))),
-        Some(Ok(event)) => match parse_event(&event) {
-            Parsed::Chunk(chunk) => Ok(Some(*chunk)),
-            Parsed::Done => Ok(None),
-            Parsed::Failed(e) => Err(AttemptError::FirstChunk(Some(e))),
-        },
+) -> Result<OpenedRaw, AttemptError> {
+    let sse = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+    let endpoint = Endpoint::of_path(path);
+    let mut upstream = Upstream::new(response, sse.then_some(endpoint));
+    let mut held = VecDeque::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let next = tokio::time::timeout_at(deadline, poll_fn(|cx| upstream.poll_chunk(cx)))
+            .await
+            .map_err(|_| AttemptError::FirstChunk(None))?;
+        match next {
+            Some(Ok(chunk)) => held.push_back(chunk),
+            Some(Err(e)) => return Err(AttemptError::FirstChunk(Some(e.into_parts().1))),
+            None if sse => {
+                return Err(AttemptError::FirstChunk(Some("event stream ended before its first content".into())));
+            }
+            None => return Ok(OpenedRaw { upstream, held, sse, saw_end: true }),
+        }
+        if !sse {
+            return Ok(OpenedRaw { upstream, held, sse, saw_end: false });
+        }
+        let (mut commit, mut saw_end) = (false, false);
+        while let Some(frame) = upstream.frames.pop_front() {
+            let Frame::Event { name, data } = frame else { continue };
+            match endpoint.meaning(name.as_deref(), &data) {
+                Meaning::Failed(m) if !commit => return Err(AttemptError::FirstChunk(Some(m.into()))),
+                Meaning::Preamble | Meaning::Failed(_) => {}
+                Meaning::Content => commit = true,
+                Meaning::End => (commit, saw_end) = (true, true),
+            }
+        }
+        if commit {
+            return Ok(OpenedRaw { upstream, held, sse, saw_end });
+        }
     }
 }
 
 /// Reports a committed stream's failure to health and builds the error item.
 fn cut(inner: &Inner, meta: &ResponseMeta, kind: ErrorKind, outcome: Outcome, source: Option<BoxError>) -> Error {
     inner.health.record(meta.node, outcome, now());
-    tracing::warn!(region = %meta.region, "stream cut after its first chunk");
+    tracing::warn!(region = %meta.region, "stream cut after its first content");
     let error = Error::new(kind);
     match source {
         Some(s) => error.with_source(s),
@@ -91,14 +233,16 @@ fn cut(inner: &Inner, meta: &ResponseMeta, kind: ErrorKind, outcome: Outcome, so
 /// A committed chat completion stream: typed chunks until `[DONE]`.
 ///
 /// A stream cut before `[DONE]` (the connection drops, an error event arrives, a chunk does
-/// not parse, or the call's deadline passes) yields one [`ErrorKind::StreamInterrupted`] (or
-/// [`ErrorKind::DeadlineExceeded`]) item, is reported to health, and then ends. The node's
+/// not parse, no byte arrives within the idle timeout, or the stream's deadline passes) yields
+/// one [`ErrorKind::StreamInterrupted`] (or [`ErrorKind::DeadlineExceeded`]) item, is reported
+/// to health, and then ends. A body that ends without `[DONE]` is interrupted too. The node's
 /// in-flight count is held until the stream ends or is dropped.
 pub struct ChatStream {
     inner: Arc<Inner>,
     meta: ResponseMeta,
-    events: EventStream,
-    first: Option<ChatCompletionChunk>,
+    upstream: Upstream,
+    held: VecDeque<ChatCompletionChunk>,
+    ended: bool,
     guard: Option<InFlightGuard>,
     deadline: Pin<Box<Sleep>>,
     done: bool,
@@ -108,24 +252,25 @@ impl ChatStream {
     pub(crate) fn new(
         inner: Arc<Inner>,
         meta: ResponseMeta,
-        events: EventStream,
-        first: Option<ChatCompletionChunk>,
+        opened: OpenedChat,
         guard: InFlightGuard,
         deadline: tokio::time::Instant,
     ) -> Self {
-        let done = first.is_none();
+        let OpenedChat { mut upstream, held, ended } = opened;
+        upstream.arm_idle(inner.timeouts.idle);
         Self {
             inner,
             meta,
-            events,
-            first,
-            guard: (!done).then_some(guard),
+            upstream,
+            held,
+            ended,
+            guard: Some(guard),
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
-            done,
+            done: false,
         }
     }
 
-    /// How the stream was set up: region, attempts, time to first chunk.
+    /// How the stream was set up: region, attempts, time to first content.
     pub fn meta(&self) -> &ResponseMeta {
         &self.meta
     }
@@ -140,6 +285,12 @@ impl ChatStream {
         self.guard = None;
         Poll::Ready(Some(Err(cut(&self.inner, &self.meta, kind, outcome, source))))
     }
+
+    fn finish(&mut self) -> Poll<Option<Result<ChatCompletionChunk, Error>>> {
+        self.done = true;
+        self.guard = None;
+        Poll::Ready(None)
+    }
 }
 
 impl Stream for ChatStream {
@@ -149,28 +300,37 @@ impl Stream for ChatStream {
         if self.done {
             return Poll::Ready(None);
         }
-        if let Some(first) = self.first.take() {
-            return Poll::Ready(Some(Ok(first)));
+        if let Some(chunk) = self.held.pop_front() {
+            return Poll::Ready(Some(Ok(chunk)));
+        }
+        if self.ended {
+            return self.finish();
         }
         if self.deadline.as_mut().poll(cx).is_ready() {
             return self.fail(ErrorKind::DeadlineExceeded, Outcome::Timeout, None);
         }
         let region = Arc::clone(&self.meta.region);
-        match ready!(self.events.0.as_mut().poll_next(cx)) {
-            Some(Ok(event)) => match parse_event(&event) {
-                Parsed::Chunk(chunk) => Poll::Ready(Some(Ok(*chunk))),
-                Parsed::Done => {
-                    self.done = true;
-                    self.guard = None;
-                    Poll::Ready(None)
-                }
-                Parsed::Failed(e) => self.fail(
+        match ready!(self.upstream.poll_event(cx)) {
+            Some(Ok((_, data))) if data.trim() == "[DONE]" => self.finish(),
+            Some(Ok((name, data))) => match Endpoint::Chat.meaning(name.as_deref(), &data) {
+                Meaning::Failed(m) => self.fail(
                     ErrorKind::StreamInterrupted { region },
                     Outcome::ServerError { status: 502, retry_after: None },
-                    Some(e),
+                    Some(m.into()),
                 ),
+                _ => match parse_chunk(&data) {
+                    Ok(chunk) => Poll::Ready(Some(Ok(chunk))),
+                    Err(e) => self.fail(
+                        ErrorKind::StreamInterrupted { region },
+                        Outcome::ServerError { status: 502, retry_after: None },
+                        Some(e),
+                    ),
+                },
             },
-            Some(Err(e)) => self.fail(ErrorKind::StreamInterrupted { region }, Outcome::ConnectError, Some(e.into())),
+            Some(Err(e)) => {
+                let (outcome, source) = e.into_parts();
+                self.fail(ErrorKind::StreamInterrupted { region }, outcome, Some(source))
+            }
             None => self.fail(
                 ErrorKind::StreamInterrupted { region },
                 Outcome::ConnectError,
@@ -214,73 +374,44 @@ pub struct RawResponse {
 
 /// The streaming body of a [`RawResponse`], bytes unchanged.
 ///
-/// If the upstream breaks off, the stream yields one [`ErrorKind::StreamInterrupted`] item
-/// and ends; for `text/event-stream` answers the same happens when the body ends without a
-/// `data: [DONE]` line. Failures are reported to health. The node's in-flight count is held
-/// until the body ends or is dropped.
+/// If the upstream breaks off, or sends nothing for the idle timeout, the stream yields one
+/// [`ErrorKind::StreamInterrupted`] item and ends; for `text/event-stream` answers the same
+/// happens when the body ends without its endpoint's end event (`data: [DONE]` for chat and
+/// completions, `response.completed` for the Responses API). Failures are reported to health.
+/// The node's in-flight count is held until the body ends or is dropped.
 pub struct RawBody {
-    inner: Option<Arc<Inner>>,
-    meta: Option<ResponseMeta>,
-    stream: ByteStream,
-    first: Option<Bytes>,
+    inner: Arc<Inner>,
+    meta: ResponseMeta,
+    upstream: Upstream,
+    held: VecDeque<Bytes>,
     guard: Option<InFlightGuard>,
-    deadline: Option<Pin<Box<Sleep>>>,
+    deadline: Pin<Box<Sleep>>,
     sse: bool,
-    saw_done: bool,
-    tail: Vec<u8>,
+    saw_end: bool,
     done: bool,
 }
 
-const DONE_MARK: &[u8] = b"[DONE]";
-
 impl RawBody {
-    pub(crate) fn upstream(response: reqwest::Response) -> Self {
-        let sse = response
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        Self {
-            inner: None,
-            meta: None,
-            stream: Box::pin(response.bytes_stream()),
-            first: None,
-            guard: None,
-            deadline: None,
-            sse,
-            saw_done: false,
-            tail: Vec::new(),
-            done: false,
-        }
-    }
-
-    /// Reads the next upstream chunk before the call is committed; `None` at the end.
-    pub(crate) async fn next_upstream(&mut self) -> Result<Option<Bytes>, BoxError> {
-        match self.stream.next().await {
-            Some(Ok(b)) => Ok(Some(b)),
-            Some(Err(e)) => Err(e.into()),
-            None => Ok(None),
-        }
-    }
-
     pub(crate) fn commit(
-        mut self,
         inner: Arc<Inner>,
         meta: ResponseMeta,
-        first: Option<Bytes>,
+        opened: OpenedRaw,
         guard: InFlightGuard,
         deadline: tokio::time::Instant,
     ) -> Self {
-        self.inner = Some(inner);
-        self.meta = Some(meta);
-        self.done = first.is_none() && !self.sse;
-        if let Some(b) = &first {
-            self.scan_done(b);
+        let OpenedRaw { mut upstream, held, sse, saw_end } = opened;
+        upstream.arm_idle(inner.timeouts.idle);
+        Self {
+            inner,
+            meta,
+            upstream,
+            held,
+            guard: Some(guard),
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            sse,
+            saw_end,
+            done: false,
         }
-        self.first = first;
-        self.guard = (!self.done).then_some(guard);
-        self.deadline = Some(Box::pin(tokio::time::sleep_until(deadline)));
-        self
     }
 
     /// Whether the body is `text/event-stream`.
@@ -290,23 +421,12 @@ impl RawBody {
 
     /// Reads the whole body.
     pub async fn collect(mut self) -> Result<Bytes, Error> {
+        use futures_util::StreamExt as _;
         let mut buf = Vec::new();
         while let Some(chunk) = self.next().await {
             buf.extend_from_slice(&chunk?);
         }
         Ok(Bytes::from(buf))
-    }
-
-    fn scan_done(&mut self, chunk: &[u8]) {
-        if !self.sse || self.saw_done {
-            return;
-        }
-        self.tail.extend_from_slice(chunk);
-        if self.tail.windows(DONE_MARK.len()).any(|w| w == DONE_MARK) {
-            self.saw_done = true;
-        }
-        let keep = self.tail.len().saturating_sub(DONE_MARK.len() - 1);
-        self.tail.drain(..keep);
     }
 
     fn fail(
@@ -317,11 +437,7 @@ impl RawBody {
     ) -> Poll<Option<Result<Bytes, Error>>> {
         self.done = true;
         self.guard = None;
-        let error = match (&self.inner, &self.meta) {
-            (Some(inner), Some(meta)) => cut(inner, meta, kind, outcome, source),
-            _ => Error::new(kind),
-        };
-        Poll::Ready(Some(Err(error)))
+        Poll::Ready(Some(Err(cut(&self.inner, &self.meta, kind, outcome, source))))
     }
 }
 
@@ -332,25 +448,36 @@ impl Stream for RawBody {
         if self.done {
             return Poll::Ready(None);
         }
-        if let Some(first) = self.first.take() {
-            return Poll::Ready(Some(Ok(first)));
+        if let Some(chunk) = self.held.pop_front() {
+            return Poll::Ready(Some(Ok(chunk)));
         }
-        if let Some(d) = self.deadline.as_mut()
-            && d.as_mut().poll(cx).is_ready()
-        {
+        if self.deadline.as_mut().poll(cx).is_ready() {
             return self.fail(ErrorKind::DeadlineExceeded, Outcome::Timeout, None);
         }
-        let region = self.meta.as_ref().map_or_else(|| Arc::from(""), |m| Arc::clone(&m.region));
-        match ready!(self.stream.as_mut().poll_next(cx)) {
+        let region = Arc::clone(&self.meta.region);
+        match ready!(self.upstream.poll_chunk(cx)) {
             Some(Ok(chunk)) => {
-                self.scan_done(&chunk);
+                let this = &mut *self;
+                if let Some((_, endpoint)) = &this.upstream.parser {
+                    let endpoint = *endpoint;
+                    for frame in this.upstream.frames.drain(..) {
+                        if let Frame::Event { name, data } = frame
+                            && endpoint.is_end(name.as_deref(), &data)
+                        {
+                            this.saw_end = true;
+                        }
+                    }
+                }
                 Poll::Ready(Some(Ok(chunk)))
             }
-            Some(Err(e)) => self.fail(ErrorKind::StreamInterrupted { region }, Outcome::ConnectError, Some(e.into())),
-            None if self.sse && !self.saw_done => self.fail(
+            Some(Err(e)) => {
+                let (outcome, source) = e.into_parts();
+                self.fail(ErrorKind::StreamInterrupted { region }, outcome, Some(source))
+            }
+            None if self.sse && !self.saw_end => self.fail(
                 ErrorKind::StreamInterrupted { region },
                 Outcome::ConnectError,
-                Some("event stream ended without [DONE]".into()),
+                Some("event stream ended without its end event".into()),
             ),
             None => {
                 self.done = true;
