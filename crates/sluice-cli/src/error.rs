@@ -20,6 +20,15 @@ pub enum CliError {
     Unavailable(String),
 }
 
+impl From<sluice_gateway::ServeError> for CliError {
+    fn from(e: sluice_gateway::ServeError) -> Self {
+        match e {
+            sluice_gateway::ServeError::Usage(m) => CliError::Usage(m),
+            other => CliError::Failed(other.to_string()),
+        }
+    }
+}
+
 // ===== impl CliError =====
 
 impl CliError {
@@ -32,17 +41,4 @@ impl CliError {
     }
 }
 
-/// Writes an error and its sources as one line each.
-pub(crate) fn chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
+pub(crate) use sluice_gateway::error::chain;

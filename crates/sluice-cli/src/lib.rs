@@ -8,7 +8,6 @@ mod demo;
 mod error;
 pub mod mock;
 mod probe;
-mod serve;
 mod simulate;
 mod table;
 
@@ -220,12 +219,17 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
             if !(args.drain_timeout.is_finite() && args.drain_timeout >= 0.0) {
                 return Err(CliError::Usage("--drain-timeout must be a number of seconds >= 0".to_owned()));
             }
-            let options = serve::ServeOptions {
+            let options = sluice_gateway::ServeOptions {
                 listen: args.listen,
                 require_key_env: args.require_key_env,
                 drain_timeout: Duration::from_secs_f64(args.drain_timeout.min(3600.0)),
             };
-            serve::run(&config, options).await
+            init_logs(tracing::Level::INFO);
+            let client = config
+                .client_builder()?
+                .build()
+                .map_err(|e| CliError::Failed(format!("cannot start the client: {}", error::chain(&e))))?;
+            Ok(sluice_gateway::run(client, options).await?)
         }
         Command::Simulate(args) => simulate::run(args).await,
         Command::BenchServe(args) => bench::run(args).await,

@@ -35,17 +35,17 @@ use sluice_health::HealthEventKind;
 use tokio::{net::TcpListener, sync::watch, time::Sleep};
 
 use crate::{
-    CliError, Config,
+    ServeError as CliError,
     error::chain,
-    table::{RegionState, now},
+    region_state::{RegionState, now},
 };
 
 /// Header naming the region that served a call (response), or the preferred one (request).
-pub(crate) const REGION_HEADER: &str = "x-sluice-region";
+pub const REGION_HEADER: &str = "x-sluice-region";
 /// Response header: attempts made for the call.
-pub(crate) const ATTEMPTS_HEADER: &str = "x-sluice-attempts";
+pub const ATTEMPTS_HEADER: &str = "x-sluice-attempts";
 /// Request header: the caller's location, `LAT,LON` in degrees.
-pub(crate) const LOCATION_HEADER: &str = "x-sluice-location";
+pub const LOCATION_HEADER: &str = "x-sluice-location";
 
 /// Largest request body accepted (images inline as base64 make chat bodies large).
 const MAX_BODY: usize = 64 << 20;
@@ -56,10 +56,13 @@ const LATENCY_BUCKETS: &[f64] =
 
 /// How the proxy runs.
 #[derive(Debug)]
-pub(crate) struct ServeOptions {
-    pub(crate) listen: SocketAddr,
-    pub(crate) require_key_env: Option<String>,
-    pub(crate) drain_timeout: Duration,
+pub struct ServeOptions {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Environment variable holding the key callers must send as `Authorization: Bearer`.
+    pub require_key_env: Option<String>,
+    /// Longest wait for in-flight calls and streams on shutdown.
+    pub drain_timeout: Duration,
 }
 
 struct AppState {
@@ -90,8 +93,7 @@ struct ProxyMetrics {
 }
 
 /// Runs the proxy until SIGTERM or Ctrl-C, then drains.
-pub(crate) async fn run(config: &Config, options: ServeOptions) -> Result<ExitCode, CliError> {
-    crate::init_logs(tracing::Level::INFO);
+pub async fn run(client: Client, options: ServeOptions) -> Result<ExitCode, CliError> {
     let required_key = match &options.require_key_env {
         Some(var) => match std::env::var(var) {
             Ok(v) if !v.trim().is_empty() => Some(v.trim().to_owned()),
@@ -118,12 +120,9 @@ pub(crate) async fn run(config: &Config, options: ServeOptions) -> Result<ExitCo
             "listening beyond loopback without --require-key-env: anyone who can reach this port can spend your keys"
         );
     }
-    let client = config
-        .client_builder()?
-        .build()
-        .map_err(|e| CliError::Failed(format!("cannot start the client: {}", chain(&e))))?;
     let metrics = ProxyMetrics::install(&client)?;
-    let ids: Vec<&str> = config.region_ids();
+    let snapshot = client.snapshot();
+    let ids: Vec<&str> = snapshot.nodes().iter().map(|n| n.region().id()).collect();
     let state = Arc::new(AppState {
         known: ids.join(", "),
         client: client.clone(),
@@ -449,7 +448,7 @@ fn call_options(headers: &HeaderMap, state: &AppState) -> Result<CallOptions, Bo
 }
 
 /// `LAT,LON` in decimal degrees.
-pub(crate) fn parse_location(s: &str) -> Option<GeoPoint> {
+pub fn parse_location(s: &str) -> Option<GeoPoint> {
     let (lat, lon) = s.split_once(',')?;
     let point = GeoPoint::new(lat.trim().parse().ok()?, lon.trim().parse().ok()?);
     point.is_valid().then_some(point)
