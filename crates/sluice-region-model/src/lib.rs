@@ -6,6 +6,7 @@ mod error;
 mod geo;
 mod health_state;
 mod in_flight;
+mod membership;
 mod metrics;
 mod node;
 mod region;
@@ -17,6 +18,7 @@ pub use self::{
     geo::{EARTH_RADIUS_KM, GeoPoint},
     health_state::{AdminState, Availability, HealthState},
     in_flight::InFlightGuard,
+    membership::MembershipChange,
     metrics::{
         DEFAULT_BASELINE_ALPHA, DEFAULT_ERROR_ALPHA, DEFAULT_LIMIT_BACKOFF, DEFAULT_LIMIT_INCREASE,
         DEFAULT_METRICS_DECAY, FAILING_HOLD, FAILING_STREAK, MIN_CONCURRENCY_LIMIT, NodeMetrics,
