@@ -33,6 +33,23 @@ const STEPS: &[Step] = &[
         env: &[],
     },
     Step { name: "test", args: &["test", "--workspace", "--all-features"], env: &[] },
+    // Examples that must run to completion, not just compile. `cargo test` with the test
+    // step's flags reuses its build; the examples are `harness = false`, so their `main` runs.
+    Step {
+        name: "examples",
+        args: &[
+            "test",
+            "--workspace",
+            "--all-features",
+            "--example",
+            "hyper_util",
+            "--example",
+            "tonic_health",
+            "--example",
+            "reqwest_service_fn",
+        ],
+        env: &[],
+    },
     Step {
         name: "doc",
         args: &["doc", "--workspace", "--no-deps", "--all-features"],
@@ -114,7 +131,7 @@ mod tests {
     #[test]
     fn steps_run_in_the_documented_order() {
         let names: Vec<&str> = STEPS.iter().map(|s| s.name).collect();
-        assert_eq!(names, ["fmt", "clippy", "test", "doc"]);
+        assert_eq!(names, ["fmt", "clippy", "test", "examples", "doc"]);
     }
 
     #[test]
@@ -128,10 +145,42 @@ mod tests {
     }
 
     #[test]
+    fn every_tower_example_runs_in_ci_and_opts_out_of_the_harness() {
+        let step = STEPS.iter().find(|s| s.name == "examples").unwrap();
+        let listed: Vec<&str> = step.args.windows(2).filter(|w| w[0] == "--example").map(|w| w[1]).collect();
+        let crate_dir = project_root().join("crates/sluice-tower");
+        let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap();
+        // `[[example]]` sections with `harness = false`: `cargo test` runs their `main`.
+        let unharnessed: Vec<String> = manifest
+            .split("[[example]]")
+            .skip(1)
+            .filter_map(|section| {
+                let section = section.split("\n[").next().unwrap_or_default();
+                let name = section.lines().find_map(|l| l.trim().strip_prefix("name = "))?;
+                section.contains("harness = false").then(|| name.trim_matches('"').to_owned())
+            })
+            .collect();
+        let mut examples: Vec<String> = std::fs::read_dir(crate_dir.join("examples"))
+            .unwrap()
+            .map(|e| e.unwrap().path().file_stem().unwrap().to_string_lossy().into_owned())
+            .collect();
+        examples.sort();
+        let mut listed_sorted: Vec<String> = listed.iter().map(|s| s.to_string()).collect();
+        listed_sorted.sort();
+        assert_eq!(listed_sorted, examples, "every sluice-tower example, and only those, runs in CI");
+        for example in &examples {
+            assert!(
+                unharnessed.contains(example),
+                "example `{example}` needs `harness = false` to run under cargo test"
+            );
+        }
+    }
+
+    #[test]
     fn render_shows_env_and_args() {
         assert_eq!(render(&STEPS[0]), "cargo fmt --all -- --check");
         assert_eq!(
-            render(&STEPS[3]),
+            render(&STEPS[4]),
             "RUSTDOCFLAGS=\"-D warnings -D rustdoc::broken_intra_doc_links\" cargo doc --workspace --no-deps --all-features"
         );
     }
