@@ -15,6 +15,8 @@ mod routing;
 mod semantics;
 // Stream commit and end rules, idle timeout.
 mod sse;
+// Library metrics through the `metrics` facade.
+mod telemetry;
 
 use std::time::Duration;
 

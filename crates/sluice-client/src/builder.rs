@@ -210,6 +210,7 @@ impl ClientBuilder {
         };
         let rescue = RescueHub::new(snapshot.len());
         runtime.spawn(Arc::clone(&rescue).listen(health.subscribe()));
+        runtime.spawn(crate::telemetry::watch_health(health.subscribe()));
         let seed = self.seed.unwrap_or_else(|| {
             use std::hash::{BuildHasher, RandomState};
             RandomState::new().hash_one(epoch)
@@ -229,6 +230,7 @@ impl ClientBuilder {
             entropy: AtomicU64::new(seed),
             default_caller: self.default_caller.map(Caller::new),
             prober: Mutex::new(prober),
+            models: crate::telemetry::ModelLabels::default(),
         };
         Ok(Client::from_inner(Arc::new(inner)))
     }

@@ -21,6 +21,7 @@ use sluice_health::{
     classify::{Verdict, classify_status},
 };
 use sluice_region_model::{ApiKey, GeoPoint, InFlightGuard, NodeId, Snapshot};
+use tracing::{Instrument, field::Empty};
 use url::Url;
 
 use crate::{
@@ -30,6 +31,7 @@ use crate::{
     latency::LatencyHistogram,
     rescue::{RescueHub, now},
     stream::{open_chat, open_raw},
+    telemetry::{self, CALL_MODEL, ModelLabels},
 };
 
 /// Largest error body kept from an upstream answer.
@@ -60,6 +62,7 @@ pub(crate) struct Inner {
     pub(crate) entropy: AtomicU64,
     pub(crate) default_caller: Option<Caller>,
     pub(crate) prober: Mutex<Option<ProberHandle>>,
+    pub(crate) models: ModelLabels,
 }
 
 /// Per-call options: a preferred region, the caller's location, a deadline.
@@ -68,6 +71,7 @@ pub struct CallOptions {
     preferred: Option<String>,
     caller: Option<GeoPoint>,
     timeout: Option<Duration>,
+    model: Option<String>,
 }
 
 // ===== impl CallOptions =====
@@ -96,6 +100,19 @@ impl CallOptions {
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
+    }
+
+    /// The model the call asks for, as the `model` label of metrics and spans. Typed calls
+    /// set it from their request unless it is set here.
+    pub fn model(mut self, model: impl Into<String>) -> Self {
+        self.model = Some(model.into());
+        self
+    }
+
+    fn with_default_model(options: &Self, model: &str) -> Self {
+        let mut options = options.clone();
+        options.model.get_or_insert_with(|| model.to_owned());
+        options
     }
 }
 
@@ -186,6 +203,7 @@ impl Client {
         options: &CallOptions,
     ) -> Result<Response<ChatCompletion>, Error> {
         request.stream = None;
+        let options = &CallOptions::with_default_model(options, &request.model);
         let body = Bytes::from(
             serde_json::to_vec(&request).map_err(|e| Error::new(ErrorKind::InvalidRequest).with_source(e))?,
         );
@@ -215,6 +233,7 @@ impl Client {
         options: &CallOptions,
     ) -> Result<ChatStream, Error> {
         request.stream = Some(true);
+        let options = &CallOptions::with_default_model(options, &request.model);
         let body = Bytes::from(
             serde_json::to_vec(&request).map_err(|e| Error::new(ErrorKind::InvalidRequest).with_source(e))?,
         );
@@ -470,13 +489,20 @@ impl Inner {
         let started = now();
         let fut = attempt(Attempt { inner: Arc::clone(self), node, guard, deadline, started });
         let limit = self.timeouts.attempt;
-        Box::pin(async move {
-            let result = match tokio::time::timeout(limit, fut).await {
-                Ok(r) => r,
-                Err(_) => Err(AttemptError::Timeout),
-            };
-            (node, started, result)
-        })
+        let region = Arc::clone(&self.regions[node.index()]);
+        let span = tracing::info_span!("sluice.attempt", region = %region, outcome = Empty);
+        Box::pin(
+            async move {
+                let watch = telemetry::AttemptWatch::new(region, started);
+                let result = match tokio::time::timeout(limit, fut).await {
+                    Ok(r) => r,
+                    Err(_) => Err(AttemptError::Timeout),
+                };
+                watch.finish(result.as_ref().map(|_| ()));
+                (node, started, result)
+            }
+            .instrument(span),
+        )
     }
 
     /// Feeds an attempt's outcome to passive health.
@@ -519,8 +545,30 @@ impl Inner {
         }
     }
 
-    /// The failover loop shared by every call.
+    /// Every call: the failover loop inside the call's span, and its metrics.
     pub(crate) async fn run<T, F>(
+        self: &Arc<Self>,
+        options: &CallOptions,
+        kind: CallKind,
+        hedge: Option<HedgePolicy>,
+        attempt: F,
+    ) -> Result<Response<T>, Error>
+    where
+        F: Fn(Attempt) -> Pin<Box<dyn Future<Output = Result<T, AttemptError>> + Send>>,
+        T: Send + 'static,
+    {
+        let model = self.models.label(options.model.as_deref());
+        let span =
+            tracing::info_span!("sluice.call", model = %model, region = Empty, attempts = Empty, outcome = Empty);
+        let started = now();
+        let fut = self.run_attempts(options, kind, hedge, attempt).instrument(span.clone());
+        let result = CALL_MODEL.scope(Arc::clone(&model), fut).await;
+        telemetry::call_done(&span, &model, result.as_ref().map(|r| &r.meta), started);
+        result
+    }
+
+    /// The failover loop shared by every call.
+    async fn run_attempts<T, F>(
         self: &Arc<Self>,
         options: &CallOptions,
         kind: CallKind,
@@ -661,10 +709,13 @@ impl Inner {
                 }
                 () = hedge_sleep => {
                     hedge_armed = false;
-                    if inflight.len() == 1 && self.budget.try_withdraw(now())
+                    if inflight.len() == 1 && (self.budget.try_withdraw(now()) || telemetry::budget_refused("hedge"))
                         && let Some(fut) = self.next_attempt(&mut state, preferred, caller, deadline, true, &attempt)
                     {
                         state.hedged = true;
+                        if let Some(to) = state.tried.last() {
+                            telemetry::region_event(telemetry::HEDGES_TOTAL, &self.regions[to.index()]);
+                        }
                         inflight.push(fut);
                     }
                 }
@@ -693,6 +744,7 @@ impl Inner {
         let node = self.choose(state, preferred, caller, at).ok()?;
         if !paid && !self.budget.try_withdraw(at) {
             tracing::debug!("retry budget exhausted; returning the last error");
+            telemetry::budget_refused("retry");
             return None;
         }
         state.tried.push(node);

@@ -12,6 +12,7 @@ mod meta;
 mod rescue;
 mod sse;
 mod stream;
+pub mod telemetry;
 mod types;
 
 #[doc(inline)]

@@ -62,6 +62,7 @@ impl RescueHub {
             return;
         }
         tracing::debug!(node = %node, "rescue refused by the retry budget; waiting on");
+        crate::telemetry::budget_refused("rescue");
         std::future::pending().await
     }
 }

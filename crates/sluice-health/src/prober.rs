@@ -148,7 +148,10 @@ impl NodeProber {
                     let shared = self.monitor.snapshot().node(self.node).metrics().health();
                     self.hysteresis = Hysteresis::new(self.config.rise(), self.config.fall()).starting_at(shared);
                 }
-                let result = self.probe_once().await;
+                let span = tracing::debug_span!("sluice.probe", node = %self.node, outcome = tracing::field::Empty);
+                let result = tracing::Instrument::instrument(self.probe_once(), span.clone()).await;
+                span.record("outcome", if result.is_ok() { "ok" } else { "failed" });
+                let _entered = span.enter();
                 self.handle(result);
             } else {
                 // Another replica probes this node; keep measuring our own round trip, rarely.
