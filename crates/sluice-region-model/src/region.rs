@@ -20,6 +20,7 @@ pub struct Region {
     weight: u32,
     max_concurrency: Option<u32>,
     api_key: Option<ApiKey>,
+    zone: Option<String>,
 }
 
 /// A bearer credential.
@@ -46,6 +47,7 @@ impl Region {
             weight: DEFAULT_WEIGHT,
             max_concurrency: None,
             api_key: None,
+            zone: None,
         }
     }
 
@@ -74,6 +76,13 @@ impl Region {
     /// Sets the API key used for this region.
     pub fn with_api_key(mut self, key: impl Into<ApiKey>) -> Self {
         self.api_key = Some(key.into());
+        self
+    }
+
+    /// Sets the residency zone, such as `eu`: calls restricted to zones go only to regions
+    /// whose zone is among them.
+    pub fn with_zone(mut self, zone: impl Into<String>) -> Self {
+        self.zone = Some(zone.into());
         self
     }
 
@@ -111,6 +120,11 @@ impl Region {
     pub fn api_key(&self) -> Option<&ApiKey> {
         self.api_key.as_ref()
     }
+
+    /// The residency zone, if one was set.
+    pub fn zone(&self) -> Option<&str> {
+        self.zone.as_deref()
+    }
 }
 
 impl fmt::Debug for Region {
@@ -123,6 +137,7 @@ impl fmt::Debug for Region {
             .field("weight", &self.weight)
             .field("max_concurrency", &self.max_concurrency)
             .field("api_key", &self.api_key)
+            .field("zone", &self.zone)
             .finish()
     }
 }
@@ -179,5 +194,7 @@ mod tests {
         assert_eq!(r.name(), "x");
         assert_eq!(r.weight(), DEFAULT_WEIGHT);
         assert!(r.api_key().is_none());
+        assert!(r.zone().is_none());
+        assert_eq!(r.with_zone("eu").zone(), Some("eu"));
     }
 }
