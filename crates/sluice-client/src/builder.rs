@@ -8,21 +8,24 @@ use std::{
 
 use parking_lot::Mutex;
 use sluice_balancer::{Adaptive, Caller, Strategy};
-use sluice_health::{HealthMonitor, HttpProbe, OutlierConfig, Probe, ProbeConfig};
+use sluice_health::{HealthMonitor, OutlierConfig, Probe, ProbeConfig};
 use sluice_region_model::{ApiKey, GeoPoint, Region, Snapshot};
 
 use crate::{
-    BuildError, Client, FailoverPolicy, HedgePolicy, Timeouts,
+    BuildError, Client, FailoverPolicy, HedgePolicy, ModelRouting, Provider, Timeouts,
     budget::RetryBudget,
     client::Inner,
     latency::LatencyHistogram,
+    probe::RouteProbe,
     rescue::{RescueHub, now},
+    routing::Routes,
 };
 
 /// Configures a [`Client`]. Every setting is checked by [`build`](Self::build).
 ///
-/// Defaults: the [`Adaptive`] strategy; active probing with `sluice-health`'s `HttpProbe`
-/// and default [`ProbeConfig`]; default [`OutlierConfig`]; [`FailoverPolicy::default`]
+/// Defaults: the [`Adaptive`] strategy; active probing with `GET {endpoint}/models` through
+/// each region's [`Provider`] (which also learns the models each region lists) and default
+/// [`ProbeConfig`]; every region an OpenAI-style [`Provider`], no aliases or fallbacks; default [`OutlierConfig`]; [`FailoverPolicy::default`]
 /// (3 attempts, 20 % retry budget plus 10/s, rescue on, no hedging); [`Timeouts::default`].
 pub struct ClientBuilder {
     regions: Vec<Region>,
@@ -36,6 +39,9 @@ pub struct ClientBuilder {
     timeouts: Timeouts,
     default_caller: Option<GeoPoint>,
     seed: Option<u64>,
+    providers: Vec<(String, Provider)>,
+    region_models: Vec<(String, Vec<String>)>,
+    model_routing: ModelRouting,
 }
 
 // ===== impl ClientBuilder =====
@@ -54,6 +60,9 @@ impl ClientBuilder {
             timeouts: Timeouts::default(),
             default_caller: None,
             seed: None,
+            providers: Vec::new(),
+            region_models: Vec::new(),
+            model_routing: ModelRouting::new(),
         }
     }
 
@@ -129,6 +138,30 @@ impl ClientBuilder {
         self
     }
 
+    /// How the region with this id is addressed and authenticated. Default:
+    /// [`Provider::openai`].
+    pub fn provider(mut self, region: impl Into<String>, provider: Provider) -> Self {
+        self.providers.push((region.into(), provider));
+        self
+    }
+
+    /// The models the region with this id serves, overriding its `/models` list and its
+    /// provider's deployment table. Calls for other models never go there.
+    pub fn region_models(
+        mut self,
+        region: impl Into<String>,
+        models: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.region_models.push((region.into(), models.into_iter().map(Into::into).collect()));
+        self
+    }
+
+    /// Model aliases and fallbacks.
+    pub fn model_routing(mut self, routing: ModelRouting) -> Self {
+        self.model_routing = routing;
+        self
+    }
+
     /// Validates everything and starts the client's background tasks (the prober and the
     /// rescue watcher) on the current Tokio runtime.
     ///
@@ -183,6 +216,10 @@ impl ClientBuilder {
             .into_boxed_slice();
         drop(distinct);
         let regions = snapshot.nodes().iter().map(|n| Arc::from(n.region().id())).collect();
+        let routes =
+            Routes::new(&snapshot, &self.providers, &self.region_models, self.api_key.as_ref(), self.model_routing)
+                .map_err(|(region, message)| BuildError::Routing { region, message })?;
+        let routes = Arc::new(routes);
         let health = HealthMonitor::new(Arc::clone(&snapshot), self.outlier);
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -195,13 +232,7 @@ impl ClientBuilder {
         let prober = if self.probing {
             let probe: Arc<dyn Probe> = match self.probe {
                 Some(p) => p,
-                None => {
-                    let mut b = HttpProbe::builder().timeout(self.probe_config.timeout());
-                    if let Some(k) = &self.api_key {
-                        b = b.default_api_key(k.clone());
-                    }
-                    Arc::new(b.build()?)
-                }
+                None => Arc::new(RouteProbe::new(Arc::clone(&routes), self.probe_config.timeout())?),
             };
             let _enter = runtime.enter();
             Some(health.spawn_prober(probe, self.probe_config))
@@ -231,6 +262,7 @@ impl ClientBuilder {
             default_caller: self.default_caller.map(Caller::new),
             prober: Mutex::new(prober),
             models: crate::telemetry::ModelLabels::default(),
+            routes,
         };
         Ok(Client::from_inner(Arc::new(inner)))
     }
@@ -249,6 +281,9 @@ impl fmt::Debug for ClientBuilder {
             .field("probing", &self.probing)
             .field("policy", &self.policy)
             .field("timeouts", &self.timeouts)
+            .field("providers", &self.providers)
+            .field("region_models", &self.region_models)
+            .field("model_routing", &self.model_routing)
             .finish_non_exhaustive()
     }
 }

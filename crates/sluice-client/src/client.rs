@@ -22,14 +22,15 @@ use sluice_health::{
 };
 use sluice_region_model::{ApiKey, GeoPoint, InFlightGuard, NodeId, Snapshot};
 use tracing::{Instrument, field::Empty};
-use url::Url;
 
 use crate::{
     AttemptFailure, ChatCompletion, ChatCompletionRequest, ChatStream, ClientBuilder, Error, ErrorKind, FailedAttempt,
     FailoverPolicy, HedgePolicy, ModelList, RawBody, RawRequest, RawResponse, Response, ResponseMeta, Timeouts,
     budget::RetryBudget,
     latency::LatencyHistogram,
+    provider::same_origin,
     rescue::{RescueHub, now},
+    routing::{CallRoute, Routes},
     stream::{open_chat, open_raw},
     telemetry::{self, CALL_MODEL, ModelLabels},
 };
@@ -63,15 +64,20 @@ pub(crate) struct Inner {
     pub(crate) default_caller: Option<Caller>,
     pub(crate) prober: Mutex<Option<ProberHandle>>,
     pub(crate) models: ModelLabels,
+    /// Providers, models and zones per node, and the model routing tables.
+    pub(crate) routes: Arc<Routes>,
 }
 
-/// Per-call options: a preferred region, the caller's location, a deadline.
+/// Per-call options: a preferred region, the caller's location, a deadline, the model and
+/// the zones the call may use.
 #[derive(Debug, Clone, Default)]
 pub struct CallOptions {
     preferred: Option<String>,
     caller: Option<GeoPoint>,
-    timeout: Option<Duration>,
-    model: Option<String>,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) model: Option<Arc<str>>,
+    pub(crate) body_model: Option<Arc<str>>,
+    pub(crate) zones: Option<Arc<[Box<str>]>>,
 }
 
 // ===== impl CallOptions =====
@@ -102,17 +108,38 @@ impl CallOptions {
         self
     }
 
-    /// The model the call asks for, as the `model` label of metrics and spans. Typed calls
-    /// set it from their request unless it is set here.
+    /// The model the call is for (typed calls take it from the request; raw calls need it
+    /// here to be routed by model). Aliases resolve, only regions that serve the model are
+    /// used, and fallback models are tried after its regions fail. A model that no region
+    /// serves fails the call with [`ErrorKind::ModelNotFound`] without sending it. The model
+    /// each attempt used is also the `model` label of metrics and spans.
+    ///
+    /// For [`Client::raw`], set it to the model the body names: a JSON body's `model` field
+    /// is rewritten when the model sent differs (an alias, a fallback, an Azure `/v1`
+    /// deployment), and a call whose body cannot be rewritten then fails over.
     pub fn model(mut self, model: impl Into<String>) -> Self {
-        self.model = Some(model.into());
+        self.model = Some(Arc::from(model.into()));
         self
     }
 
-    fn with_default_model(options: &Self, model: &str) -> Self {
-        let mut options = options.clone();
-        options.model.get_or_insert_with(|| model.to_owned());
-        options
+    /// Restricts the call to regions in these zones (for data residency): failover never
+    /// leaves them, and when none of their regions can serve, the call fails with
+    /// [`ErrorKind::NoRegionInZones`] or [`ErrorKind::NoEligibleRegion`]. Regions without a
+    /// zone are excluded. An empty list lifts the restriction.
+    pub fn zones(mut self, zones: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        let zones: Vec<Box<str>> = zones.into_iter().map(|z| z.into().into_boxed_str()).collect();
+        self.zones = if zones.is_empty() { None } else { Some(zones.into()) };
+        self
+    }
+
+    /// The model set with [`model`](Self::model).
+    pub fn model_name(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+
+    /// The zones set with [`zones`](Self::zones).
+    pub fn zone_list(&self) -> &[Box<str>] {
+        self.zones.as_deref().unwrap_or(&[])
     }
 }
 
@@ -140,6 +167,7 @@ pub(crate) struct Attempt {
     pub(crate) deadline: tokio::time::Instant,
     /// When the attempt started.
     pub(crate) started: Instant,
+    pub(crate) route: CallRoute,
 }
 
 type AttemptFuture<T> = Pin<Box<dyn Future<Output = (NodeId, Instant, Result<T, AttemptError>)> + Send>>;
@@ -203,13 +231,13 @@ impl Client {
         options: &CallOptions,
     ) -> Result<Response<ChatCompletion>, Error> {
         request.stream = None;
-        let options = &CallOptions::with_default_model(options, &request.model);
+        let options = &with_model(options, &request.model);
         let body = Bytes::from(
             serde_json::to_vec(&request).map_err(|e| Error::new(ErrorKind::InvalidRequest).with_source(e))?,
         );
         let hedge = self.inner.policy.hedge;
         self.inner
-            .run(options, CallKind::Once, hedge, move |a| {
+            .run_routed(options, CallKind::Once, hedge, move |a| {
                 let body = body.clone();
                 Box::pin(a.json::<ChatCompletion>(Method::POST, "chat/completions", body))
             })
@@ -233,13 +261,13 @@ impl Client {
         options: &CallOptions,
     ) -> Result<ChatStream, Error> {
         request.stream = Some(true);
-        let options = &CallOptions::with_default_model(options, &request.model);
+        let options = &with_model(options, &request.model);
         let body = Bytes::from(
             serde_json::to_vec(&request).map_err(|e| Error::new(ErrorKind::InvalidRequest).with_source(e))?,
         );
         let response = self
             .inner
-            .run(options, CallKind::Resendable, None, move |a| {
+            .run_routed(options, CallKind::Resendable, None, move |a| {
                 let body = body.clone();
                 Box::pin(async move {
                     let mut headers = HeaderMap::new();
@@ -262,7 +290,7 @@ impl Client {
     /// `GET /models` with per-call options.
     pub async fn models_with(&self, options: &CallOptions) -> Result<Response<ModelList>, Error> {
         self.inner
-            .run(options, CallKind::Resendable, self.inner.policy.hedge, |a| {
+            .run_routed(options, CallKind::Resendable, self.inner.policy.hedge, |a| {
                 Box::pin(a.json::<ModelList>(Method::GET, "models", Bytes::new()))
             })
             .await
@@ -284,7 +312,7 @@ impl Client {
             if method == Method::GET || is_stream_request(&body) { CallKind::Resendable } else { CallKind::Once };
         let response = self
             .inner
-            .run(options, kind, None, move |a| {
+            .run_routed(options, kind, None, move |a| {
                 let (method, path, headers, body) =
                     (method.clone(), Arc::clone(&path), Arc::clone(&headers), body.clone());
                 Box::pin(async move {
@@ -300,6 +328,30 @@ impl Client {
         let body = RawBody::commit(Arc::clone(&self.inner), meta.clone(), opened, guard, deadline);
         Ok(RawResponse { status, headers, body, meta })
     }
+}
+
+impl Client {
+    /// The models each region is known to serve, by region id: `None` while a region's list
+    /// is unknown (it then serves every model). Lists come from configuration, an Azure
+    /// deployment table, or the region's `/models` answer, minus models it recently
+    /// answered `model_not_found` for.
+    pub fn region_models(&self) -> Vec<(Arc<str>, Option<Vec<String>>)> {
+        self.inner.routes.known_models(now())
+    }
+
+    /// The model a requested name stands for, aliases resolved.
+    pub fn resolve_model<'a>(&'a self, model: &'a str) -> &'a str {
+        self.inner.routes.routing.resolve(model)
+    }
+}
+
+/// The options with the request's model, unless they name one.
+fn with_model(options: &CallOptions, model: &str) -> CallOptions {
+    let mut options = options.clone();
+    if options.model.is_none() && !model.is_empty() {
+        options.model = Some(Arc::from(model));
+    }
+    options
 }
 
 impl fmt::Debug for Client {
@@ -371,13 +423,19 @@ impl Attempt {
     ) -> Result<reqwest::Response, AttemptError> {
         let inner = &*self.inner;
         let node = inner.snapshot.node(self.node);
-        let url = join(node.endpoint(), path);
-        if let Some(key) = &inner.keys[self.node.index()].0 {
-            let mut value = HeaderValue::try_from(format!("Bearer {}", key.expose_secret()))
-                .map_err(|e| AttemptError::Invalid(Box::new(e)))?;
-            value.set_sensitive(true);
-            headers.insert(header::AUTHORIZATION, value);
+        let upstream = &inner.routes.node(self.node).upstream;
+        let url = upstream.url(node.endpoint(), path, self.route.model.as_deref());
+        if !same_origin(&url, node.endpoint()) {
+            return Err(AttemptError::Invalid("the url left the region's host".into()));
         }
+        upstream
+            .authorize(&mut headers, inner.keys[self.node.index()].0.as_ref())
+            .map_err(|e| AttemptError::Invalid(Box::new(e)))?;
+        let body = match self.route.rewrite_for(upstream) {
+            Some(model) if !body.is_empty() => crate::models::rewrite_model(&body, model)
+                .ok_or_else(|| AttemptError::Invalid("the body's model cannot be rewritten".into()))?,
+            _ => body,
+        };
         if !body.is_empty() {
             headers.entry(header::CONTENT_TYPE).or_insert(HeaderValue::from_static("application/json"));
         }
@@ -416,15 +474,6 @@ async fn read_limited(mut response: reqwest::Response) -> Bytes {
     Bytes::from(buf)
 }
 
-fn join(base: &Url, path: &str) -> Url {
-    let mut url = base.clone();
-    let joined = format!("{}/{}", base.path().trim_end_matches('/'), path.trim_start_matches('/'));
-    let (p, q) = joined.split_once('?').map_or((joined.as_str(), None), |(p, q)| (p, Some(q)));
-    url.set_path(p);
-    url.set_query(q);
-    url
-}
-
 // ===== impl Inner =====
 
 /// State of one call across its attempts.
@@ -439,6 +488,7 @@ struct CallState {
     last_error: Option<Error>,
     /// A fatal answer that ends the call once no other attempt runs.
     fatal: Option<Error>,
+    route: CallRoute,
 }
 
 /// What kind of call a failover loop runs, for the rules that differ.
@@ -465,7 +515,11 @@ impl Inner {
         at: Instant,
     ) -> Result<NodeId, Option<Instant>> {
         let mut candidates = Vec::with_capacity(self.snapshot.len());
-        let skip = |id: NodeId| state.tried.contains(&id) || state.rejected_keys.contains(&self.keys[id.index()].1);
+        let skip = |id: NodeId| {
+            state.tried.contains(&id)
+                || state.rejected_keys.contains(&self.keys[id.index()].1)
+                || !self.routes.admits(id, &state.route, at)
+        };
         let selection = self.health.select(at, skip, &mut candidates);
         if let Selection::Unavailable { retry_at } = selection {
             return Err(retry_at);
@@ -480,14 +534,20 @@ impl Inner {
         self.strategy.pick(&view).ok_or(None)
     }
 
-    fn start<T, F>(self: &Arc<Self>, node: NodeId, deadline: tokio::time::Instant, attempt: &F) -> AttemptFuture<T>
+    fn start<T, F>(
+        self: &Arc<Self>,
+        route: &CallRoute,
+        node: NodeId,
+        deadline: tokio::time::Instant,
+        attempt: &F,
+    ) -> AttemptFuture<T>
     where
         F: Fn(Attempt) -> Pin<Box<dyn Future<Output = Result<T, AttemptError>> + Send>>,
         T: Send + 'static,
     {
         let guard = self.snapshot.node(node).metrics().start_request();
         let started = now();
-        let fut = attempt(Attempt { inner: Arc::clone(self), node, guard, deadline, started });
+        let fut = attempt(Attempt { inner: Arc::clone(self), node, guard, deadline, started, route: route.clone() });
         let limit = self.timeouts.attempt;
         let region = Arc::clone(&self.regions[node.index()]);
         let span = tracing::info_span!("sluice.attempt", region = %region, outcome = Empty);
@@ -602,6 +662,7 @@ impl Inner {
             first_node: None,
             last_error: None,
             fatal: None,
+            route: CallRoute::of(options),
         };
         let mut inflight: FuturesUnordered<AttemptFuture<T>> = FuturesUnordered::new();
         match self.choose(&state, preferred, caller, start) {
@@ -609,7 +670,7 @@ impl Inner {
                 state.tried.push(node);
                 state.first_node = Some(node);
                 state.attempts = 1;
-                inflight.push(self.start(node, deadline, &attempt));
+                inflight.push(self.start(&state.route, node, deadline, &attempt));
             }
             Err(retry_at) => return Err(Error::new(ErrorKind::NoEligibleRegion { retry_at })),
         }
@@ -658,14 +719,20 @@ impl Inner {
                                 latency: now().saturating_duration_since(start),
                                 rescues: state.rescues,
                                 hedged: state.hedged,
+                                model: state.route.model.clone(),
                             };
                             return Ok(Response { body: value, meta });
                         }
                         Err(e) => e,
                     };
                     self.record(node, started, Err(&result));
+                    let model_gone = self.routes.observe(node, &state.route, &result, now());
                     let region = Arc::clone(&self.regions[node.index()]);
-                    let (failure, disposition, error) = self.judge(&region, result, kind == CallKind::Resendable);
+                    let (failure, mut disposition, error) = self.judge(&region, result, kind == CallKind::Resendable);
+                    if model_gone {
+                        // The region lacks the model: another region may have it.
+                        disposition = Disposition::Retry;
+                    }
                     tracing::debug!(region = %region, failure = %failure, "attempt failed");
                     if matches!(failure, AttemptFailure::Rescued) {
                         state.rescues += 1;
@@ -749,7 +816,7 @@ impl Inner {
         }
         state.tried.push(node);
         state.attempts += 1;
-        Some(self.start(node, deadline, attempt))
+        Some(self.start(&state.route, node, deadline, attempt))
     }
 
     /// Classifies a failed attempt: what to report, whether to go on, and the error to return

@@ -89,6 +89,20 @@ pub enum ErrorKind {
     },
     /// The request could not be encoded.
     InvalidRequest,
+    /// No region serves the model (aliases resolved): the call was not sent. A gateway
+    /// answers 404 `model_not_found`.
+    ModelNotFound {
+        /// The model asked for.
+        model: String,
+    },
+    /// The call is restricted to zones where no region serves it: the call was not sent.
+    /// A gateway answers 503.
+    NoRegionInZones {
+        /// The allowed zones, comma-separated.
+        zones: String,
+        /// The model, if the call named one.
+        model: Option<String>,
+    },
     /// A preferred region that the client does not know.
     UnknownRegion {
         /// The id asked for.
@@ -202,6 +216,11 @@ impl fmt::Display for Error {
             ErrorKind::Rescued { region } => write!(f, "region `{region}` was marked down while the call waited"),
             ErrorKind::StreamInterrupted { region } => write!(f, "stream from region `{region}` was cut off"),
             ErrorKind::InvalidRequest => f.write_str("request could not be encoded"),
+            ErrorKind::ModelNotFound { model } => write!(f, "no region serves model `{model}`"),
+            ErrorKind::NoRegionInZones { zones, model: Some(model) } => {
+                write!(f, "no region in zone(s) {zones} serves model `{model}`")
+            }
+            ErrorKind::NoRegionInZones { zones, model: None } => write!(f, "no region in zone(s) {zones}"),
             ErrorKind::UnknownRegion { region, known } => write!(f, "unknown region `{region}` (known: {known})"),
         }?;
         if !self.attempts.is_empty() {
@@ -248,6 +267,14 @@ pub enum BuildError {
     /// `build` was called outside a Tokio runtime; the prober and the rescue watcher need one.
     #[error("Client::build must run inside a Tokio runtime")]
     NoRuntime,
+    /// A region's provider, models or zone, or the model routing tables, are invalid.
+    #[error("region `{region}`: {message}")]
+    Routing {
+        /// The region (or `[models]` for the routing tables).
+        region: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The HTTP client could not be created.
     #[error("http client could not be created")]
     Http(#[source] BoxError),

@@ -9,7 +9,11 @@ mod config;
 mod error;
 mod latency;
 mod meta;
+mod models;
+mod probe;
+mod provider;
 mod rescue;
+mod routing;
 mod sse;
 mod stream;
 pub mod telemetry;
@@ -27,6 +31,8 @@ pub use self::{
     },
     error::{BuildError, Error, ErrorKind},
     meta::{AttemptFailure, FailedAttempt, Response, ResponseMeta},
+    models::{DEFAULT_MODEL_NOT_FOUND_TTL, ModelRouting},
+    provider::{Provider, ProviderKind},
     stream::{ChatStream, RawBody, RawRequest, RawResponse},
     types::{
         ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage, Choice, ChunkChoice, Delta, Model,

@@ -24,6 +24,9 @@ pub struct ResponseMeta {
     pub rescues: u32,
     /// Whether a hedge attempt was sent.
     pub hedged: bool,
+    /// The model that served the call, when the call named one: the requested model with
+    /// its alias resolved, or the fallback model that took over.
+    pub model: Option<Arc<str>>,
 }
 
 /// One attempt that did not serve the call.
