@@ -187,3 +187,57 @@ async fn a_deadline_error_keeps_the_last_upstream_error() {
     assert!(text.contains("region `seoul` answered http 429"), "{text}");
     assert_eq!((limited.chat_hits(), hang.chat_hits()), (1, 1));
 }
+
+/// Defect 9: every region answered 503 with Retry-After, then healed; calls during the
+/// cooldown failed at once instead of waiting for it to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_waits_for_the_earliest_cooldown_within_max_wait() {
+    let regions = [MockRegion::start("seoul").await, MockRegion::start("tokyo").await];
+    for r in &regions {
+        r.script([Reply::Status(503, vec![("retry-after", "1".into())])]);
+    }
+    let client = builder().regions([regions[0].region(SEOUL), regions[1].region(TOKYO)]).build().unwrap();
+    let err = client.chat_completions(request()).await.unwrap_err();
+    assert_eq!(err.status(), Some(503));
+    // Both cool down for a second; the next call waits for that instead of failing.
+    let resp = client.chat_completions(request()).await.unwrap();
+    assert_eq!(resp.meta.attempts, 1);
+    assert_eq!(regions.iter().map(MockRegion::chat_hits).sum::<usize>(), 3);
+    // With no wait allowed, the same situation fails at once, naming the wait.
+    let client = builder()
+        .regions([regions[0].region(SEOUL), regions[1].region(TOKYO)])
+        .failover(FailoverPolicy::default().max_wait(Duration::ZERO))
+        .build()
+        .unwrap();
+    for r in &regions {
+        r.script([Reply::Status(503, vec![("retry-after", "1".into())])]);
+    }
+    assert_eq!(client.chat_completions(request()).await.unwrap_err().status(), Some(503));
+    let err = client.chat_completions(request()).await.unwrap_err();
+    assert!(matches!(err.kind(), ErrorKind::NoEligibleRegion { retry_at: Some(_) }), "{err:?}");
+}
+
+/// Defect 10: a region that revoked our key kept getting every call (and an error log each).
+/// Now it is left out for that key for a while; health is not blamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_that_refuses_the_key_is_left_out_for_a_while() {
+    let revoked = MockRegion::start("seoul").await;
+    revoked.always(Reply::Status(401, vec![]));
+    let good = MockRegion::start("tokyo").await;
+    let client =
+        builder().regions([revoked.region(SEOUL), good.region(TOKYO).with_api_key("sk-tokyo-key")]).build().unwrap();
+    for _ in 0..5 {
+        let resp = client.chat_completions_with(request(), &prefer("seoul")).await.unwrap();
+        assert_eq!(&*resp.meta.region, "tokyo");
+    }
+    assert_eq!((revoked.chat_hits(), good.chat_hits()), (1, 5));
+    assert_eq!(client.snapshot().nodes()[0].metrics().failures(), 0, "a key problem is not a health problem");
+
+    // Alone, the region's refusal is the answer, without asking it again.
+    let alone = builder().region(revoked.region(SEOUL)).build().unwrap();
+    for _ in 0..3 {
+        let err = alone.chat_completions(request()).await.unwrap_err();
+        assert_eq!(err.kind(), &ErrorKind::Credentials { region: "seoul".into(), status: 401 });
+    }
+    assert_eq!(revoked.chat_hits(), 2);
+}

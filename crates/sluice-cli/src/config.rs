@@ -169,6 +169,8 @@ struct RawFailover {
     retry_after_cap: Option<Dur>,
     rescue: Option<bool>,
     retry_on_timeout: Option<bool>,
+    max_wait: Option<Dur>,
+    credentials_exclusion: Option<Dur>,
     hedge_delay: Option<Dur>,
     hedge_percentile: Option<f64>,
     hedge_fallback: Option<Dur>,
@@ -348,6 +350,12 @@ impl Config {
             }
             if let Some(on) = f.retry_on_timeout {
                 failover = failover.retry_on_timeout(on);
+            }
+            if let Some(d) = f.max_wait {
+                failover = failover.max_wait(d.0);
+            }
+            if let Some(d) = f.credentials_exclusion {
+                failover = failover.credentials_exclusion(d.0);
             }
             let hedge = match (f.hedge_delay, f.hedge_percentile) {
                 (Some(_), Some(_)) => return Err(bad("set hedge_delay or hedge_percentile, not both")),

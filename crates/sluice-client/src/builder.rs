@@ -15,6 +15,7 @@ use crate::{
     BuildError, Client, FailoverPolicy, HedgePolicy, ModelRouting, Provider, Timeouts,
     budget::RetryBudget,
     client::Inner,
+    credentials::CredentialBlocks,
     latency::LatencyHistogram,
     probe::RouteProbe,
     rescue::{RescueHub, now},
@@ -246,6 +247,7 @@ impl ClientBuilder {
             use std::hash::{BuildHasher, RandomState};
             RandomState::new().hash_one(epoch)
         });
+        let snapshot_len = snapshot.len();
         let inner = Inner {
             budget: RetryBudget::new(p.retry_budget_ttl, p.retry_min_per_sec, p.retry_ratio, epoch),
             snapshot,
@@ -263,6 +265,7 @@ impl ClientBuilder {
             prober: Mutex::new(prober),
             models: crate::telemetry::ModelLabels::default(),
             routes,
+            credentials: CredentialBlocks::new(snapshot_len, epoch),
         };
         Ok(Client::from_inner(Arc::new(inner)))
     }

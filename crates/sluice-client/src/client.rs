@@ -27,6 +27,7 @@ use crate::{
     AttemptFailure, ChatCompletion, ChatCompletionRequest, ChatStream, ClientBuilder, Error, ErrorKind, FailedAttempt,
     FailoverPolicy, HedgePolicy, ModelList, RawBody, RawRequest, RawResponse, Response, ResponseMeta, Timeouts,
     budget::RetryBudget,
+    credentials::CredentialBlocks,
     latency::LatencyHistogram,
     provider::same_origin,
     rescue::{RescueHub, now},
@@ -66,6 +67,8 @@ pub(crate) struct Inner {
     pub(crate) models: ModelLabels,
     /// Providers, models and zones per node, and the model routing tables.
     pub(crate) routes: Arc<Routes>,
+    /// Nodes that refused our key recently.
+    pub(crate) credentials: CredentialBlocks,
 }
 
 /// Per-call options: a preferred region, the caller's location, a deadline, the model and
@@ -519,6 +522,7 @@ impl Inner {
             state.tried.contains(&id)
                 || state.rejected_keys.contains(&self.keys[id.index()].1)
                 || !self.routes.admits(id, &state.route, at)
+                || self.credentials.excluded(id.index(), at).is_some()
         };
         let selection = self.health.select(at, skip, &mut candidates);
         if let Selection::Unavailable { retry_at } = selection {
@@ -580,7 +584,13 @@ impl Inner {
                 Outcome::ServerError { status: 502, retry_after: None }
             }
             Err(AttemptError::Status { status, verdict: Verdict::Credentials, .. }) => {
-                tracing::error!(region = %self.regions[node.index()], status, "region rejected the api key");
+                // A key problem, not a health problem: keep this region out of new calls for a
+                // while, and say so once per spell rather than on every call.
+                let window = self.policy.credentials_exclusion;
+                if self.credentials.exclude(node.index(), *status, at, window) {
+                    tracing::error!(region = %self.regions[node.index()], status, excluded_for = ?window,
+                        "region rejected the api key; excluded for this key");
+                }
                 return;
             }
             Err(AttemptError::Status { status, verdict, .. }) => {
@@ -665,15 +675,27 @@ impl Inner {
             route: CallRoute::of(options),
         };
         let mut inflight: FuturesUnordered<AttemptFuture<T>> = FuturesUnordered::new();
-        match self.choose(&state, preferred, caller, start) {
-            Ok(node) => {
-                state.tried.push(node);
-                state.first_node = Some(node);
-                state.attempts = 1;
-                inflight.push(self.start(&state.route, node, deadline, &attempt));
+        // Nothing eligible only because of cooldowns: wait for the earliest to end, if that
+        // is within both the call's deadline and `max_wait`.
+        let wait_limit = deadline.min(start_tokio + self.policy.max_wait);
+        let node = loop {
+            match self.choose(&state, preferred, caller, now()) {
+                Ok(node) => break node,
+                Err(Some(retry_at)) if tokio::time::Instant::from_std(retry_at) <= wait_limit => {
+                    tracing::debug!(wait = ?retry_at.saturating_duration_since(now()), "no region eligible; waiting for a cooldown to end");
+                    // Wake a little after the end, so that the node is eligible by then.
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(retry_at) + Duration::from_millis(1)).await;
+                }
+                Err(retry_at) => {
+                    let credentials = if retry_at.is_none() { self.credentials_error(now()) } else { None };
+                    return Err(credentials.unwrap_or_else(|| Error::new(ErrorKind::NoEligibleRegion { retry_at })));
+                }
             }
-            Err(retry_at) => return Err(Error::new(ErrorKind::NoEligibleRegion { retry_at })),
-        }
+        };
+        state.tried.push(node);
+        state.first_node = Some(node);
+        state.attempts = 1;
+        inflight.push(self.start(&state.route, node, deadline, &attempt));
         let hedge_at = hedge.and_then(|_| self.hedge_delay()).map(|d| start_tokio + d);
         let mut hedge_armed = hedge_at.is_some();
 
@@ -788,6 +810,14 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// When nothing else is left because regions refused our key: the error naming one.
+    fn credentials_error(&self, at: Instant) -> Option<Error> {
+        (0..self.regions.len()).find_map(|i| {
+            let status = self.credentials.excluded(i, at)?;
+            Some(Error::new(ErrorKind::Credentials { region: Arc::clone(&self.regions[i]), status }))
+        })
     }
 
     /// Starts the next attempt if attempts, candidates and (unless `paid`) the budget allow.

@@ -21,6 +21,11 @@ pub const DEFAULT_RETRY_RATIO: f64 = 0.2;
 pub const DEFAULT_RETRY_MIN_PER_SEC: u32 = 10;
 /// Window over which the retry budget counts calls and retries.
 pub const DEFAULT_RETRY_BUDGET_TTL: Duration = Duration::from_secs(10);
+/// Longest a call waits for a cooldown to end when no region is eligible only because of
+/// cooldowns (within its deadline).
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(10);
+/// How long a region that refused our key (401 or 403) is kept out of new calls.
+pub const DEFAULT_CREDENTIALS_EXCLUSION: Duration = Duration::from_secs(60);
 /// Longest Retry-After honoured; longer ones are cut to this (Azure has sent a day).
 pub const DEFAULT_RETRY_AFTER_CAP: Duration = Duration::from_secs(60);
 
@@ -111,6 +116,12 @@ pub struct FailoverPolicy {
     /// Re-send a non-streaming call whose attempt timed out. Off by default: the request was
     /// delivered, so the first region may still generate (and bill) the answer.
     pub retry_on_timeout: bool,
+    /// How long a call may wait for the earliest cooldown to end when no region is eligible
+    /// only because of cooldowns. See [`DEFAULT_MAX_WAIT`]; zero fails such calls at once.
+    pub max_wait: Duration,
+    /// How long a region that refused our key is kept out of new calls; its error is logged
+    /// once per such spell. See [`DEFAULT_CREDENTIALS_EXCLUSION`].
+    pub credentials_exclusion: Duration,
 }
 
 impl Default for FailoverPolicy {
@@ -124,6 +135,8 @@ impl Default for FailoverPolicy {
             rescue: true,
             hedge: None,
             retry_on_timeout: false,
+            max_wait: DEFAULT_MAX_WAIT,
+            credentials_exclusion: DEFAULT_CREDENTIALS_EXCLUSION,
         }
     }
 }
@@ -159,6 +172,19 @@ impl FailoverPolicy {
     /// [`FailoverPolicy::retry_on_timeout`]).
     pub fn retry_on_timeout(mut self, on: bool) -> Self {
         self.retry_on_timeout = on;
+        self
+    }
+
+    /// Sets how long a call may wait for a cooldown to end (see
+    /// [`FailoverPolicy::max_wait`]).
+    pub fn max_wait(mut self, d: Duration) -> Self {
+        self.max_wait = d;
+        self
+    }
+
+    /// Sets how long a region that refused our key stays out of new calls.
+    pub fn credentials_exclusion(mut self, d: Duration) -> Self {
+        self.credentials_exclusion = d;
         self
     }
 

@@ -6,6 +6,7 @@ mod budget;
 mod builder;
 mod client;
 mod config;
+mod credentials;
 mod error;
 mod latency;
 mod meta;
@@ -25,9 +26,10 @@ pub use self::{
     builder::ClientBuilder,
     client::{CallOptions, Client},
     config::{
-        DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_FIRST_CHUNK_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
-        DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_AFTER_CAP, DEFAULT_RETRY_BUDGET_TTL, DEFAULT_RETRY_MIN_PER_SEC,
-        DEFAULT_RETRY_RATIO, DEFAULT_TOTAL_TIMEOUT, FailoverPolicy, HedgePolicy, Timeouts,
+        DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_CREDENTIALS_EXCLUSION, DEFAULT_FIRST_CHUNK_TIMEOUT,
+        DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_WAIT, DEFAULT_RETRY_AFTER_CAP,
+        DEFAULT_RETRY_BUDGET_TTL, DEFAULT_RETRY_MIN_PER_SEC, DEFAULT_RETRY_RATIO, DEFAULT_TOTAL_TIMEOUT,
+        FailoverPolicy, HedgePolicy, Timeouts,
     },
     error::{BuildError, Error, ErrorKind},
     meta::{AttemptFailure, FailedAttempt, Response, ResponseMeta},

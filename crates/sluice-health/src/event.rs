@@ -53,6 +53,10 @@ pub enum HealthEventKind {
         /// When the cooldown ends.
         until: Instant,
     },
+    /// A probe that started after a 503's Retry-After was recorded succeeded, so the rest of
+    /// that cooldown was dropped. A 429's cooldown is never ended early: probes cannot see a
+    /// rate limit.
+    CooldownEnded,
 }
 
 /// The outlier rule that ejected a node.

@@ -230,6 +230,7 @@ impl HealthMonitor {
                 if status == 503
                     && let Some(after) = retry_after
                 {
+                    state.unavailable_at.fetch_max(now_ns.max(1), Ordering::AcqRel);
                     inner.cooldown(node, after, now_ns, now, true);
                 }
                 if counted {
@@ -239,6 +240,8 @@ impl HealthMonitor {
             Outcome::RateLimited { retry_after } => {
                 metrics.record_throttle(now);
                 if let Some(after) = retry_after {
+                    let capped = after.min(inner.config.retry_after_cap());
+                    state.throttled_until.fetch_max(now_ns.saturating_add(duration_ns(capped)), Ordering::AcqRel);
                     inner.cooldown(node, after, now_ns, now, true);
                 }
             }
@@ -533,6 +536,32 @@ impl Inner {
         tracing::info!(node = %node, region = %self.regions[node.index()], "probe passed; ejection ended early");
         self.publish(node, HealthEventKind::EjectionEnded, now);
         true
+    }
+
+    /// Called by the prober when a probe that began at `started` succeeded: ends a cooldown
+    /// that a 503 started before the probe, keeping any part a 429 asked for.
+    pub(crate) fn probe_passed_since(&self, node: NodeId, started: Instant, now: Instant) {
+        let state = &self.nodes[node.index()];
+        let now_ns = self.nanos(now);
+        let since = state.unavailable_at.load(Ordering::Acquire);
+        if since == 0 || self.nanos(started) <= since || !state.in_cooldown(now_ns) {
+            return;
+        }
+        let keep = state.throttled_until.load(Ordering::Acquire).max(now_ns);
+        let prev = state.cooldown_until.load(Ordering::Acquire);
+        if keep >= prev
+            || state.cooldown_until.compare_exchange(prev, keep, Ordering::AcqRel, Ordering::Acquire).is_err()
+        {
+            // Nothing to shorten, or a new answer extended the cooldown meanwhile: it wins.
+            return;
+        }
+        state.unavailable_at.store(0, Ordering::Release);
+        let metrics = self.metrics(node);
+        let eject = state.eject_until.load(Ordering::Acquire);
+        let until = keep.max(eject);
+        metrics.set_excluded_until((until > now_ns).then(|| self.instant(until)));
+        tracing::info!(node = %node, region = %self.regions[node.index()], "probe passed after a 503; cooldown ended early");
+        self.publish(node, HealthEventKind::CooldownEnded, now);
     }
 
     /// Called by the prober on every failed probe.

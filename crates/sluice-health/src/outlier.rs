@@ -44,6 +44,12 @@ pub(crate) struct NodeState {
     pub(crate) last_reason: AtomicU64,
     /// End of the current or last Retry-After cooldown.
     pub(crate) cooldown_until: AtomicU64,
+    /// End of the part of the cooldown that 429s asked for: a probe cannot see a rate limit,
+    /// so it never shortens this part.
+    pub(crate) throttled_until: AtomicU64,
+    /// When the latest 503 with Retry-After was recorded (0 = never): a probe that starts
+    /// after it and succeeds ends the rest of the cooldown.
+    pub(crate) unavailable_at: AtomicU64,
 }
 
 /// The metrics counters when one bucket began.

@@ -148,11 +148,12 @@ impl NodeProber {
                     let shared = self.monitor.snapshot().node(self.node).metrics().health();
                     self.hysteresis = Hysteresis::new(self.config.rise(), self.config.fall()).starting_at(shared);
                 }
+                let started = TokioInstant::now().into_std();
                 let span = tracing::debug_span!("sluice.probe", node = %self.node, outcome = tracing::field::Empty);
                 let result = tracing::Instrument::instrument(self.probe_once(), span.clone()).await;
                 span.record("outcome", if result.is_ok() { "ok" } else { "failed" });
                 let _entered = span.enter();
-                self.handle(result);
+                self.handle(result, started);
             } else {
                 // Another replica probes this node; keep measuring our own round trip, rarely.
                 self.gated_rounds = self.gated_rounds.wrapping_add(1);
@@ -184,7 +185,7 @@ impl NodeProber {
         }
     }
 
-    fn handle(&mut self, result: Result<Duration, ProbeError>) {
+    fn handle(&mut self, result: Result<Duration, ProbeError>, started: std::time::Instant) {
         let now = TokioInstant::now().into_std();
         let inner: &Inner = self.monitor.inner();
         let id = self.node;
@@ -195,6 +196,7 @@ impl NodeProber {
                 metrics.record_probe_rtt(rtt);
                 self.credentials_failing = false;
                 inner.probe_succeeded(id, now);
+                inner.probe_passed_since(id, started, now);
                 let before = self.hysteresis.state();
                 if let Some(HealthState::Healthy) = self.hysteresis.observe(true) {
                     metrics.set_health(HealthState::Healthy);

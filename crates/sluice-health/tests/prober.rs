@@ -309,3 +309,30 @@ async fn a_fleet_probes_each_node_once_and_shares_the_verdict() {
     assert_eq!(health(&b, 0), HealthState::Healthy);
     assert_eq!(health(&a, 0), HealthState::Healthy, "A took B's verdict");
 }
+
+/// A 503's cooldown ends at the first successful probe that started after the 503; a 429's
+/// cooldown runs its course, since probes cannot see a rate limit.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_probe_after_a_503_ends_its_cooldown_but_not_a_429s() {
+    let m = monitor(2, OutlierConfig::default());
+    let probe = Arc::new(ScriptedProbe::new());
+    let start = Instant::now();
+    let _prober = m.spawn_prober(probe.clone(), exact(3, 2));
+    // Probes at t=0, 1, 2... all pass. At t=0.5 node 0 answers 503 and node 1 answers 429,
+    // each with Retry-After 30 s.
+    sleep_until(start + 500 * MS).await;
+    let now = Instant::now().into_std();
+    m.record(id(0), Outcome::ServerError { status: 503, retry_after: Some(30 * S) }, now);
+    m.record(id(1), Outcome::RateLimited { retry_after: Some(30 * S) }, now);
+    let mut events = m.subscribe();
+    let mut out = Vec::new();
+    assert!(matches!(m.select(now, |_| false, &mut out), Selection::Unavailable { .. }));
+    // The probe at t=1 started after the 503: node 0 is back, node 1 still cools down.
+    sleep_until(start + 1100 * MS).await;
+    let now = Instant::now().into_std();
+    assert_eq!(m.status(id(0), now).unwrap().cooldown_until, None, "{:?}", m.status(id(0), now));
+    assert!(m.status(id(1), now).unwrap().cooldown_until.is_some());
+    assert_eq!(m.select(now, |_| false, &mut out), Selection::Eligible);
+    assert_eq!(out, [id(0)]);
+    assert_eq!(kinds(&mut events), [(0, HealthEventKind::CooldownEnded)]);
+}
