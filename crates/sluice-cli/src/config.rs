@@ -12,6 +12,27 @@
 //! lon = 126.97
 //! weight = 100
 //! api_key_env = "SEOUL_KEY"        # optional, per region
+//! zone = "ap"                      # optional residency zone
+//! models = ["gpt-4o-mini"]         # optional; overrides the region's /models list
+//! headers = { "OpenAI-Project" = "proj_x" }   # optional extra headers
+//!
+//! [[region]]
+//! id = "azure-eu"
+//! url = "https://NAME.openai.azure.com/openai"
+//! lat = 52.37
+//! lon = 4.90
+//! provider = "azure"               # "openai" (default) or "azure"
+//! api_version = "2024-10-21"
+//! deployments = { "gpt-4o-mini" = "mini-eu" }
+//! api_key_env = "AZURE_EU_KEY"
+//!
+//! # Any other OpenAI-compatible server that wants its key in another header:
+//! # auth = { header = "x-api-key" }
+//!
+//! [models]
+//! aliases = { fast = "gpt-4o-mini" }
+//! fallbacks = { "gpt-4o" = ["gpt-4o-mini"] }
+//! not_found_ttl = "5m"
 //!
 //! [strategy]
 //! name = "adaptive"
@@ -36,10 +57,12 @@
 //! Unknown keys are errors. Keys are never read from the file, only from environment
 //! variables. Every setting left out keeps the library's own default.
 
-use std::{fmt, ops::Range, path::Path, str::FromStr, time::Duration};
+use std::{collections::BTreeMap, fmt, ops::Range, path::Path, str::FromStr, time::Duration};
 
 use serde::{Deserialize, Deserializer, de};
-use sluice_client::{ApiKey, Client, ClientBuilder, FailoverPolicy, GeoPoint, HedgePolicy, Region, Timeouts};
+use sluice_client::{
+    ApiKey, Client, ClientBuilder, FailoverPolicy, GeoPoint, HedgePolicy, ModelRouting, Provider, Region, Timeouts,
+};
 use sluice_health::{OutlierConfig, ProbeConfig};
 use sluice_region_model::{Snapshot, SnapshotError};
 use toml::Spanned;
@@ -66,6 +89,7 @@ pub struct Config {
     failover: FailoverPolicy,
     timeouts: Timeouts,
     caller: Option<GeoPoint>,
+    model_routing: ModelRouting,
 }
 
 /// One region as configured, with the name of its key variable (never the key).
@@ -73,6 +97,10 @@ pub struct Config {
 struct RegionSpec {
     region: Region,
     api_key_env: Option<String>,
+    /// A provider other than the default.
+    provider: Option<Provider>,
+    /// Configured models, overriding `/models`.
+    models: Option<Vec<String>>,
 }
 
 /// Why a configuration file was refused: where, in which region, and what.
@@ -101,6 +129,7 @@ struct RawConfig {
     failover: Option<Spanned<RawFailover>>,
     timeouts: Option<Spanned<RawTimeouts>>,
     caller: Option<Spanned<RawCaller>>,
+    models: Option<Spanned<RawModels>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,6 +142,29 @@ struct RawRegion {
     lon: Spanned<f64>,
     weight: Option<u32>,
     api_key_env: Option<String>,
+    provider: Option<Spanned<String>>,
+    api_version: Option<String>,
+    deployments: Option<BTreeMap<String, String>>,
+    auth: Option<RawAuth>,
+    headers: Option<BTreeMap<String, String>>,
+    models: Option<Vec<String>>,
+    zone: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    header: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModels {
+    #[serde(default)]
+    aliases: BTreeMap<String, String>,
+    #[serde(default)]
+    fallbacks: BTreeMap<String, Vec<String>>,
+    not_found_ttl: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -197,6 +249,14 @@ struct RawCaller {
 #[derive(Debug, Clone, Copy)]
 struct Dur(Duration);
 
+/// The message of a client build error, without the region prefix the config error adds.
+fn error_message(e: &sluice_client::BuildError) -> String {
+    match e {
+        sluice_client::BuildError::Routing { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}
+
 // ===== impl Config =====
 
 impl Config {
@@ -251,7 +311,46 @@ impl Config {
             if let Some(w) = r.weight {
                 region = region.with_weight(w);
             }
-            regions.push(RegionSpec { region, api_key_env: r.api_key_env.clone() });
+            if let Some(zone) = &r.zone {
+                region = region.with_zone(zone.clone());
+            }
+            let id = r.id.get_ref();
+            let in_region = |m: String| fail(Some(span.clone()), Some(id.clone()), m);
+            let provider = match r.provider.as_ref().map(|p| p.get_ref().as_str()) {
+                None | Some("openai") => Provider::openai(),
+                Some("azure") => Provider::azure(),
+                Some(other) => {
+                    return Err(in_region(format!("unknown provider `{other}` (expected `openai` or `azure`)")));
+                }
+            };
+            let mut provider = provider;
+            if let Some(v) = &r.api_version {
+                provider = provider.api_version(v.clone());
+            }
+            for (model, deployment) in r.deployments.iter().flatten() {
+                provider = provider.deployment(model.clone(), deployment.clone());
+            }
+            if r.deployments.as_ref().is_some_and(BTreeMap::is_empty) {
+                return Err(in_region("deployments is empty".to_owned()));
+            }
+            if let Some(auth) = &r.auth {
+                provider = provider.auth_header(auth.header.clone());
+            }
+            for (name, value) in r.headers.iter().flatten() {
+                provider = provider.header(name.clone(), value.clone());
+            }
+            provider.check(id, r.url.get_ref()).map_err(|e| in_region(error_message(&e)))?;
+            if let Some(models) = &r.models
+                && (models.is_empty() || models.iter().any(String::is_empty))
+            {
+                return Err(in_region("models must name at least one model, none empty".to_owned()));
+            }
+            regions.push(RegionSpec {
+                region,
+                api_key_env: r.api_key_env.clone(),
+                provider: (provider != Provider::openai()).then_some(provider),
+                models: r.models.clone(),
+            });
         }
         if regions.is_empty() {
             return Err(fail(None, None, "no regions: add at least one [[region]] table".to_owned()));
@@ -416,7 +515,24 @@ impl Config {
             None => None,
         };
 
+        let mut model_routing = ModelRouting::new();
+        if let Some(m) = &raw.models {
+            let span = m.span();
+            let m = m.get_ref();
+            for (alias, model) in &m.aliases {
+                model_routing = model_routing.alias(alias.clone(), model.clone());
+            }
+            for (model, list) in &m.fallbacks {
+                model_routing = model_routing.fallbacks(model.clone(), list.clone());
+            }
+            if let Some(ttl) = m.not_found_ttl {
+                model_routing = model_routing.not_found_ttl(ttl.0);
+            }
+            model_routing.check().map_err(|e| fail(Some(span), None, error_message(&e)))?;
+        }
+
         Ok(Self {
+            model_routing,
             path: path.to_owned(),
             regions,
             api_key_env,
@@ -536,7 +652,15 @@ impl Config {
         if let Some(c) = self.caller {
             b = b.default_caller(c);
         }
-        Ok(b)
+        for spec in &self.regions {
+            if let Some(p) = &spec.provider {
+                b = b.provider(spec.region.id(), p.clone());
+            }
+            if let Some(m) = &spec.models {
+                b = b.region_models(spec.region.id(), m.clone());
+            }
+        }
+        Ok(b.model_routing(self.model_routing.clone()))
     }
 
     /// A one-paragraph description for `check-config`.
@@ -813,6 +937,91 @@ lon = -77.0
             &GOOD.replace("weight = 100", "weight = 100\napi_key_env = \"sk-123\""),
             "api_key_env must name an environment variable",
         );
+    }
+
+    const ROUTED: &str = r#"
+[[region]]
+id = "openai-us"
+url = "https://api.openai.com/v1?team=a"
+lat = 38.9
+lon = -77.0
+zone = "us"
+models = ["gpt-4o", "gpt-4o-mini"]
+headers = { "OpenAI-Project" = "proj_x" }
+
+[[region]]
+id = "azure-eu"
+url = "https://name.openai.azure.com/openai"
+lat = 52.37
+lon = 4.90
+zone = "eu"
+provider = "azure"
+api_version = "2024-10-21"
+deployments = { "gpt-4o-mini" = "mini-eu" }
+
+[[region]]
+id = "other"
+url = "http://127.0.0.1:9000/v1"
+lat = 1.0
+lon = 2.0
+auth = { header = "x-api-key" }
+
+[models]
+aliases = { fast = "gpt-4o-mini" }
+fallbacks = { "gpt-4o" = ["fast"] }
+not_found_ttl = "2m"
+"#;
+
+    #[test]
+    fn providers_models_and_zones_parse() {
+        let c = Config::parse("c.toml", ROUTED).unwrap();
+        let zones: Vec<_> = c.regions().map(|r| r.zone()).collect();
+        assert_eq!(zones, [Some("us"), Some("eu"), None]);
+        assert_eq!(c.regions[0].models.as_deref(), Some(&["gpt-4o".to_owned(), "gpt-4o-mini".to_owned()][..]));
+        assert_eq!(c.regions[0].provider, Some(Provider::openai().header("OpenAI-Project", "proj_x")));
+        assert_eq!(
+            c.regions[1].provider,
+            Some(Provider::azure().api_version("2024-10-21").deployment("gpt-4o-mini", "mini-eu"))
+        );
+        assert_eq!(c.regions[2].provider, Some(Provider::openai().auth_header("x-api-key")));
+        assert_eq!(c.model_routing.resolve("fast"), "gpt-4o-mini");
+        assert_eq!(c.model_routing.fallbacks_of("gpt-4o").collect::<Vec<_>>(), ["gpt-4o-mini"]);
+    }
+
+    #[test]
+    fn bad_provider_settings_name_the_region() {
+        let region = |extra: &str| {
+            format!(
+                "[[region]]\nid = \"az\"\nurl = \"https://n.openai.azure.com/openai\"\nlat = 1.0\nlon = 2.0\n{extra}\n"
+            )
+        };
+        check_err(&region("provider = \"bedrock\""), "unknown provider `bedrock`");
+        check_err(&region("provider = \"azure\""), "api_version");
+        check_err(&region("auth = { header = \"bad header\" }"), "auth header");
+        check_err(&region("headers = { \"x\" = \"a\\nb\" }"), "invalid value");
+        check_err(&region("models = []"), "at least one model");
+        check_err(&region("provider = \"azure\"\napi_version = \"v\"\ndeployments = {}"), "deployments is empty");
+        check_err(&region("auth = { header = \"x\", scheme = \"y\" }"), "unknown field");
+        let with_models = |models: &str| format!("{}\n[models]\n{models}\n", region(""));
+        check_err(&with_models("aliases = { a = \"a\" }"), "names itself");
+        check_err(&with_models("fallbacks = { m = [\"m\"] }"), "own fallbacks");
+        check_err(&with_models("colour = 1"), "unknown field");
+        for (text, region) in
+            [(region("provider = \"bedrock\""), Some("az")), (with_models("aliases = { a = \"a\" }"), None)]
+        {
+            assert_eq!(Config::parse("c.toml", &text).unwrap_err().region.as_deref(), region);
+        }
+    }
+
+    #[tokio::test]
+    async fn the_client_gets_providers_models_and_routing() {
+        let c = Config::parse("c.toml", ROUTED).unwrap();
+        let client = c.client_builder().unwrap().active_probing(false).build().unwrap();
+        let models = client.region_models();
+        assert_eq!(models[0].1.as_deref(), Some(&["gpt-4o".to_owned(), "gpt-4o-mini".to_owned()][..]));
+        assert_eq!(models[1].1.as_deref(), Some(&["gpt-4o-mini".to_owned()][..]), "the deployment table");
+        assert_eq!(models[2].1, None);
+        assert_eq!(client.resolve_model("fast"), "gpt-4o-mini");
     }
 
     #[test]

@@ -88,6 +88,16 @@ impl ModelRouting {
         self.not_found_ttl
     }
 
+    /// Checks the tables as [`ClientBuilder::build`](crate::ClientBuilder::build) does.
+    ///
+    /// # Errors
+    /// [`BuildError::Routing`](crate::BuildError::Routing) (region `[models]`): an empty name,
+    /// an alias of itself, a model among its own fallbacks, more than 8 fallbacks, a zero
+    /// not-found ttl.
+    pub fn check(&self) -> Result<(), crate::BuildError> {
+        self.validate().map_err(|message| crate::BuildError::Routing { region: "[models]".to_owned(), message })
+    }
+
     /// Checks the tables: no empty names, no alias of itself, no model among its own
     /// fallbacks, a bounded number of fallbacks.
     pub(crate) fn validate(&self) -> Result<(), String> {

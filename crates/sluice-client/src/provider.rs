@@ -16,6 +16,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, header};
 use sluice_region_model::ApiKey;
 use url::Url;
 
+use crate::BuildError;
+
 /// How one region is addressed and authenticated. Set per region with
 /// [`ClientBuilder::provider`](crate::ClientBuilder::provider); regions without one use
 /// [`Provider::openai`].
@@ -112,6 +114,20 @@ impl Provider {
     /// The models of the deployment table, if there is one.
     pub fn deployment_models(&self) -> Option<impl Iterator<Item = &str>> {
         self.deployments.as_ref().map(|d| d.keys().map(String::as_str))
+    }
+
+    /// Checks the settings against a region's id and endpoint url, as
+    /// [`ClientBuilder::build`](crate::ClientBuilder::build) does, so that a configuration
+    /// file can be refused before a client is built.
+    ///
+    /// # Errors
+    /// [`BuildError::Routing`] naming the region: an endpoint that is not a url, an Azure
+    /// classic url without an api version, an invalid header name or value, a deployment
+    /// name that is not a plain path segment.
+    pub fn check(&self, region: &str, endpoint: &str) -> Result<(), BuildError> {
+        let fail = |message: String| BuildError::Routing { region: region.to_owned(), message };
+        let url = Url::parse(endpoint).map_err(|e| fail(format!("url: {e}")))?;
+        self.resolve(&url).map(drop).map_err(fail)
     }
 
     /// Checks the settings against the region's url and prepares them for the request path.
