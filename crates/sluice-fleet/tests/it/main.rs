@@ -12,3 +12,5 @@ mod propagation;
 mod probe_split;
 // Redis killed or hung mid-run: calls keep succeeding; Redis back: resync.
 mod outage;
+// Three replicas against rate-limited regions: fewer 429s with fleet mode than without.
+mod chaos;

@@ -121,6 +121,11 @@ pub(crate) enum Mode {
     Ok,
     /// 429 with `Retry-After` (seconds) to the listed replicas (all when empty), 200 to others.
     Throttle { retry_after_s: u64, only: Vec<String> },
+    /// A shared rate limit: at most `per_window` calls per `window` (from all replicas
+    /// together); the call over the limit and every call in the `retry_after_s` seconds after
+    /// it get 429 with `Retry-After`, as a provider that means its Retry-After does. Every
+    /// answer takes `latency`.
+    RateLimit { per_window: usize, window: Duration, retry_after_s: u64, latency: Duration },
 }
 
 #[derive(Default)]
@@ -130,6 +135,8 @@ struct UpstreamState {
     calls: HashMap<(String, String), usize>,
     /// region -> 429s sent.
     throttled: HashMap<String, usize>,
+    /// region -> (window start, calls in it, blocked until), for `Mode::RateLimit`.
+    windows: HashMap<String, (Instant, usize, Instant)>,
 }
 
 /// One loopback server playing every region for every replica: replica `r` reaches region
@@ -188,25 +195,47 @@ async fn chat(
     State(state): State<Arc<Mutex<UpstreamState>>>,
     Path((replica, region)): Path<(String, String)>,
 ) -> Response {
-    let mode = {
+    let (throttle, latency) = {
         let mut s = state.lock();
         *s.calls.entry((region.clone(), replica.clone())).or_default() += 1;
-        let mode = s.modes.get(&region).cloned().unwrap_or(Mode::Ok);
-        if let Mode::Throttle { only, .. } = &mode
-            && (only.is_empty() || only.contains(&replica))
-        {
+        let (throttle, latency) = match s.modes.get(&region).cloned().unwrap_or(Mode::Ok) {
+            Mode::Ok => (None, Duration::ZERO),
+            Mode::Throttle { retry_after_s, only } => {
+                ((only.is_empty() || only.contains(&replica)).then_some(retry_after_s), Duration::ZERO)
+            }
+            Mode::RateLimit { per_window, window, retry_after_s, latency } => {
+                let at = Instant::now();
+                let entry = s.windows.entry(region.clone()).or_insert((at, 0, at));
+                if at < entry.2 {
+                    (Some(retry_after_s), latency)
+                } else {
+                    if at - entry.0 >= window {
+                        (entry.0, entry.1) = (at, 0);
+                    }
+                    entry.1 += 1;
+                    if entry.1 > per_window {
+                        entry.2 = at + Duration::from_secs(retry_after_s);
+                    }
+                    ((entry.1 > per_window).then_some(retry_after_s), latency)
+                }
+            }
+        };
+        if throttle.is_some() {
             *s.throttled.entry(region.clone()).or_default() += 1;
         }
-        mode
+        (throttle, latency)
     };
-    match mode {
-        Mode::Throttle { retry_after_s, only } if only.is_empty() || only.contains(&replica) => (
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    match throttle {
+        Some(retry_after_s) => (
             StatusCode::TOO_MANY_REQUESTS,
             [("content-type", "application/json"), ("retry-after", &retry_after_s.to_string())],
             r#"{"error":{"message":"slow down","type":"rate_limit","code":429}}"#,
         )
             .into_response(),
-        _ => (
+        None => (
             StatusCode::OK,
             [("content-type", "application/json")],
             serde_json::json!({
@@ -263,10 +292,15 @@ impl Replica {
 
     /// One call preferring `region`; returns the region that served it.
     pub(crate) async fn call(&self, region: &str) -> String {
+        self.try_call(region).await.unwrap_or_else(|e| panic!("the call fails: {e:?}"))
+    }
+
+    /// One call preferring `region`; the region that served it, or the error.
+    pub(crate) async fn try_call(&self, region: &str) -> Result<String, sluice_client::Error> {
         let request = ChatCompletionRequest::new("mock", vec![ChatMessage::user("hi")]);
         let options = CallOptions::new().prefer_region(region);
-        let response = self.client.chat_completions_with(request, &options).await.expect("the call succeeds");
-        response.meta.region.to_string()
+        let response = self.client.chat_completions_with(request, &options).await?;
+        Ok(response.meta.region.to_string())
     }
 }
 
