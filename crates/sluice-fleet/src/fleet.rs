@@ -4,7 +4,7 @@ use std::{
     fmt,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -87,6 +87,10 @@ struct Shared {
     link: Arc<Link>,
     keys: Box<[RegionKeys]>,
     channel: String,
+    /// The sorted set of live replicas.
+    replicas_key: String,
+    /// Live replicas in the fleet, as of the last lease round (1 until known).
+    fleet_size: AtomicUsize,
     /// Per node: whether a fleet drain set its admin state (so a fleet enable may lift it).
     fleet_drained: Box<[AtomicBool]>,
     tx: mpsc::Sender<Outgoing>,
@@ -138,6 +142,15 @@ const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
 /// Releases a lease only if it is still ours. KEYS: lease. ARGV: replica.
 const RELEASE: &str =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+/// Announces a replica in the fleet's sorted set (score: expiry by Redis's clock), drops
+/// replicas that stopped announcing, and returns how many are alive.
+/// KEYS: the set. ARGV: replica, ttl ms.
+const PRESENCE: &str = "local t = redis.call('TIME') \
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) \
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now) \
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1]) \
+    redis.call('PEXPIRE', KEYS[1], ARGV[2]) \
+    return redis.call('ZCARD', KEYS[1])";
 /// Extends a record's expiry to at least ARGV[1] ms; never shortens it. KEYS: record.
 const EXTEND: &str = "if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then \
     redis.call('SET', KEYS[1], '1', 'PX', ARGV[1]) end return 1";
@@ -191,6 +204,8 @@ impl Fleet {
             link,
             keys,
             channel: format!("{ns}:events"),
+            replicas_key: format!("{ns}:replicas"),
+            fleet_size: AtomicUsize::new(1),
             fleet_drained: (0..n).map(|_| AtomicBool::new(false)).collect(),
             tx,
             connected: watch::Sender::new(false),
@@ -489,33 +504,73 @@ impl Shared {
         }
     }
 
-    /// Renews the leases this replica holds (recording its verdict for each), and seeks the
-    /// others, in one round trip.
+    /// One lease round, in one round trip: announces this replica (and learns the fleet's
+    /// size), renews the leases it holds (recording its verdict for each) up to its fair share
+    /// (regions / replicas, rounded up), releases any beyond it, and seeks free ones while
+    /// below it. So probing spreads over the fleet, and a new replica gets its share within a
+    /// round or two.
     async fn lease_round(&self, conn: &mut MultiplexedConnection) -> Result<(), LinkDown> {
+        enum Act {
+            Presence,
+            Renew(usize),
+            Release(usize),
+            Seek(usize),
+        }
         let me = &self.config.replica_id;
         let lease_ms = self.lease_ms();
+        let regions = self.keys.len();
+        let fair = regions.div_ceil(self.fleet_size.load(Ordering::Relaxed).max(1));
         let mut pipe = redis::pipe();
+        let mut acts = Vec::with_capacity(regions + 1);
+        pipe.cmd("EVAL").arg(PRESENCE).arg(1).arg(&self.replicas_key).arg(me).arg(lease_ms);
+        acts.push(Act::Presence);
+        let mut kept = 0;
         for (i, keys) in self.keys.iter().enumerate() {
-            if self.link.held[i].load(Ordering::Relaxed) {
-                let health = self.monitor.snapshot().nodes()[i].metrics().health();
-                let verdict = match health {
+            if !self.link.held[i].load(Ordering::Relaxed) {
+                continue;
+            }
+            if kept < fair {
+                kept += 1;
+                let verdict = match self.monitor.snapshot().nodes()[i].metrics().health() {
                     HealthState::Healthy => "up",
                     HealthState::Unhealthy => "down",
                     _ => "",
                 };
                 pipe.cmd("EVAL").arg(RENEW).arg(2).arg(&keys.lease).arg(&keys.health);
                 pipe.arg(me).arg(lease_ms).arg(verdict).arg(lease_ms.saturating_mul(2));
+                acts.push(Act::Renew(i));
             } else {
-                pipe.cmd("SET").arg(&keys.lease).arg(me).arg("NX").arg("PX").arg(lease_ms);
+                pipe.cmd("EVAL").arg(RELEASE).arg(1).arg(&keys.lease).arg(me);
+                acts.push(Act::Release(i));
+            }
+        }
+        // Below the fair share, try every free-looking lease: which ones others hold is unknown
+        // here. Getting more than the share is undone by the next round's releases.
+        if kept < fair {
+            for (i, keys) in self.keys.iter().enumerate() {
+                if !self.link.held[i].load(Ordering::Relaxed) {
+                    pipe.cmd("SET").arg(&keys.lease).arg(me).arg("NX").arg("PX").arg(lease_ms);
+                    acts.push(Act::Seek(i));
+                }
             }
         }
         let results: Vec<Value> = self.query(conn, &pipe, false).await?;
-        for (i, value) in results.iter().enumerate().take(self.keys.len()) {
-            let held =
-                matches!(value, Value::Okay | Value::Int(1)) || matches!(value, Value::SimpleString(s) if s == "OK");
-            let was = self.link.held[i].swap(held, Ordering::Relaxed);
-            if held != was {
-                tracing::debug!(region = %self.keys[i].region, held, "fleet: probe lease changed hands");
+        for (act, value) in acts.iter().zip(&results) {
+            let (i, held) = match act {
+                Act::Presence => {
+                    if let Value::Int(n) = value {
+                        self.fleet_size.store(usize::try_from(*n).unwrap_or(1).max(1), Ordering::Relaxed);
+                    }
+                    continue;
+                }
+                Act::Renew(i) => (*i, matches!(value, Value::Int(1))),
+                Act::Release(i) => (*i, false),
+                Act::Seek(i) => {
+                    (*i, matches!(value, Value::Okay) || matches!(value, Value::SimpleString(s) if s == "OK"))
+                }
+            };
+            if self.link.held[i].swap(held, Ordering::Relaxed) != held {
+                tracing::debug!(region = %self.keys[i].region, held, fair, "fleet: probe lease changed hands");
             }
         }
         Ok(())
