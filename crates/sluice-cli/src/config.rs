@@ -52,6 +52,11 @@
 //! [caller]
 //! lat = 37.56
 //! lon = 126.97
+//!
+//! [fleet]                          # optional: share health with other replicas via Redis
+//! redis_url = "redis://10.0.0.5:6379/0"
+//! replica_id = "serve-1"           # optional; random by default
+//! password_env = "REDIS_PASSWORD"  # optional; SLUICE_REDIS_PASSWORD is read when set
 //! ```
 //!
 //! Unknown keys are errors. Keys are never read from the file, only from environment
@@ -63,11 +68,12 @@ use serde::{Deserialize, Deserializer, de};
 use sluice_client::{
     ApiKey, Client, ClientBuilder, FailoverPolicy, GeoPoint, HedgePolicy, ModelRouting, Provider, Region, Timeouts,
 };
+use sluice_fleet::{FleetBuilder, FleetError};
 use sluice_health::{OutlierConfig, ProbeConfig};
 use sluice_region_model::{Snapshot, SnapshotError};
 use toml::Spanned;
 
-use crate::{CliError, StrategyKind};
+use crate::{CliError, StrategyKind, error::chain};
 
 /// The environment variable read for the API key when the file names none.
 pub const DEFAULT_API_KEY_ENV: &str = "OPENAI_API_KEY";
@@ -90,6 +96,8 @@ pub struct Config {
     timeouts: Timeouts,
     caller: Option<GeoPoint>,
     model_routing: ModelRouting,
+    /// Fleet mode, checked except for the credentials (read from the environment at start).
+    fleet: Option<FleetBuilder>,
 }
 
 /// One region as configured, with the name of its key variable (never the key).
@@ -130,6 +138,7 @@ struct RawConfig {
     timeouts: Option<Spanned<RawTimeouts>>,
     caller: Option<Spanned<RawCaller>>,
     models: Option<Spanned<RawModels>>,
+    fleet: Option<Spanned<RawFleet>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -236,6 +245,18 @@ struct RawTimeouts {
     first_chunk: Option<Dur>,
     total: Option<Dur>,
     idle: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFleet {
+    redis_url: Spanned<String>,
+    namespace: Option<String>,
+    replica_id: Option<String>,
+    lease: Option<Dur>,
+    op_timeout: Option<Dur>,
+    password_env: Option<String>,
+    username_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -530,6 +551,46 @@ impl Config {
             }
             model_routing.check().map_err(|e| fail(Some(span), None, error_message(&e)))?;
         }
+        let fleet = match &raw.fleet {
+            Some(f) => {
+                let span = f.span();
+                let f = f.get_ref();
+                let bad = |m: String| fail(Some(span.clone()), None, format!("[fleet]: {m}"));
+                let url = f.redis_url.get_ref();
+                // Credentials come from the environment only, like API keys.
+                let authority = url.split_once("://").map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
+                if authority.contains('@') {
+                    return Err(bad(
+                        "redis_url must not carry credentials: name their variables with password_env and username_env"
+                            .to_owned(),
+                    ));
+                }
+                let mut b = FleetBuilder::new(url.clone());
+                if let Some(ns) = &f.namespace {
+                    b = b.namespace(ns.clone());
+                }
+                if let Some(id) = &f.replica_id {
+                    b = b.replica_id(id.clone());
+                }
+                b = set(b, f.lease, |b, d| b.lease(d.0));
+                b = set(b, f.op_timeout, |b, d| b.op_timeout(d.0));
+                for var in [&f.password_env, &f.username_env].into_iter().flatten() {
+                    check_env_name(var).map_err(&bad)?;
+                }
+                if let Some(var) = &f.password_env {
+                    b = b.password_env(var.clone());
+                }
+                if let Some(var) = &f.username_env {
+                    b = b.username_env(var.clone());
+                }
+                match b.clone().build() {
+                    Ok(_) | Err(FleetError::MissingCredential { .. }) => {}
+                    Err(e) => return Err(bad(chain(&e))),
+                }
+                Some(b)
+            }
+            None => None,
+        };
 
         Ok(Self {
             model_routing,
@@ -544,7 +605,14 @@ impl Config {
             failover,
             timeouts,
             caller,
+            fleet,
         })
+    }
+
+    /// Fleet mode settings, if the file has a `[fleet]` table. Build them at start: the
+    /// credentials come from the environment.
+    pub fn fleet(&self) -> Option<&FleetBuilder> {
+        self.fleet.as_ref()
     }
 
     /// The file this came from.
@@ -906,6 +974,28 @@ lon = -77.0
         assert_eq!(c.failover.max_attempts, 2);
         assert!(c.caller().is_some());
         assert_eq!(c.key_sources()[0].1, "MY_KEY");
+    }
+
+    #[test]
+    fn fleet_table_parses_and_keeps_credentials_out_of_the_file() {
+        let c = Config::parse("c.toml", GOOD).unwrap();
+        assert!(c.fleet().is_none());
+        let text = format!(
+            "{GOOD}\n[fleet]\nredis_url = \"redis://127.0.0.1:6379/0\"\nreplica_id = \"serve-1\"\nlease = \"2s\"\n"
+        );
+        let c = Config::parse("c.toml", &text).unwrap();
+        let fleet = c.fleet().expect("[fleet]").clone().build().expect("valid");
+        assert_eq!(fleet.replica_id(), "serve-1");
+        assert_eq!(fleet.lease(), Duration::from_secs(2));
+        check_err(&format!("{GOOD}\n[fleet]\nredis_url = \"redis://u:secret@h:6379\"\n"), "must not carry credentials");
+        check_err(&format!("{GOOD}\n[fleet]\nredis_url = \"http://h\"\n"), "[fleet]: invalid redis url");
+        check_err(&format!("{GOOD}\n[fleet]\nredis_url = \"redis://h\"\nlease = \"1ms\"\n"), "lease");
+        check_err(&format!("{GOOD}\n[fleet]\nredis_url = \"redis://h\"\nreplica = \"x\"\n"), "unknown field `replica`");
+        // A named credential variable that is unset is checked at start, not here.
+        let text =
+            format!("{GOOD}\n[fleet]\nredis_url = \"redis://h\"\npassword_env = \"SLUICE_CLI_TEST_SURELY_UNSET\"\n");
+        let c = Config::parse("c.toml", &text).unwrap();
+        assert!(c.fleet().expect("[fleet]").clone().build().is_err());
     }
 
     #[test]

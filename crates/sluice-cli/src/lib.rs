@@ -229,7 +229,26 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
                 .client_builder()?
                 .build()
                 .map_err(|e| CliError::Failed(format!("cannot start the client: {}", error::chain(&e))))?;
-            Ok(sluice_gateway::run(client, options).await?)
+            let fleet = match config.fleet() {
+                Some(builder) => {
+                    let fleet_config = builder
+                        .clone()
+                        .build()
+                        .map_err(|e| CliError::Usage(format!("[fleet]: {}", error::chain(&e))))?;
+                    let fleet = sluice_fleet::Fleet::start(&fleet_config, client.health())
+                        .map_err(|e| CliError::Failed(format!("cannot start fleet mode: {}", error::chain(&e))))?;
+                    tracing::info!(server = %fleet_config.server(), replica = fleet.replica_id(),
+                        "fleet mode: sharing health with the other replicas through redis");
+                    Some(fleet)
+                }
+                None => None,
+            };
+            let code = sluice_gateway::run(client, options).await?;
+            if let Some(fleet) = fleet {
+                // Hand this replica's probe leases over at once.
+                fleet.shutdown().await;
+            }
+            Ok(code)
         }
         Command::Simulate(args) => simulate::run(args).await,
         Command::BenchServe(args) => bench::run(args).await,
