@@ -30,7 +30,8 @@ use std::{
 use crate::{Result, project_root};
 
 /// Function names that serve as the in-run baseline of their group, in order of preference.
-const BASELINES: &[&str] = &["naive-baseline", "oracle"];
+/// `tower-p2c-pending-requests` is tower's own balancer, which `sluice-tower` is measured against.
+const BASELINES: &[&str] = &["naive-baseline", "oracle", "tower-p2c-pending-requests"];
 
 /// Where the simulator writes its outputs, below the target directory.
 const SIM_OUT: &str = "sim-report";

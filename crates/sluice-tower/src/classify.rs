@@ -1,6 +1,6 @@
 //! Judging one attempt: the [`Classify`] trait and its default for `http::Response`.
 
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use sluice_health::classify::{Verdict, classify_status};
 
@@ -35,7 +35,13 @@ pub struct HttpClassify;
 impl<B, E> Classify<http::Response<B>, E> for HttpClassify {
     fn classify(&self, result: Result<&http::Response<B>, &E>) -> Verdict {
         match result {
-            Ok(response) => classify_status(response.status(), response.headers(), SystemTime::now()),
+            Ok(response) => {
+                // The wall clock only measures an HTTP-date Retry-After; skip reading it when
+                // there is no such header, which is nearly always.
+                let headers = response.headers();
+                let now = if headers.contains_key(http::header::RETRY_AFTER) { SystemTime::now() } else { UNIX_EPOCH };
+                classify_status(response.status(), headers, now)
+            }
             Err(_) => Verdict::Retry,
         }
     }
