@@ -90,11 +90,7 @@ struct Contenders {
 fn contenders(n: usize) -> Contenders {
     let snapshot = Arc::new(snapshot_spread(n));
     let sluice = Balance::builder().seed(1).build(Arc::clone(&snapshot), vec![Noop; n]).unwrap();
-    let geo = Balance::builder()
-        .strategy(Box::new(GeoNearest::new()))
-        .seed(1)
-        .build(snapshot, vec![Noop; n])
-        .unwrap();
+    let geo = Balance::builder().strategy(Box::new(GeoNearest::new())).seed(1).build(snapshot, vec![Noop; n]).unwrap();
     let ewma = (0..n)
         .map(|_| PeakEwma::new(Noop, Duration::from_millis(30), 10e9, CompleteOnResponse::default()))
         .collect::<Vec<_>>();

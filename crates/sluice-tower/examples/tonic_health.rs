@@ -1,18 +1,18 @@
 //! `sluice_tower::Balance` over a tonic `Channel` per region, calling the standard gRPC health
 //! service with the client code that `tonic-health` ships (no `.proto`, no `protoc`), picking
-//! with the default strategy.
+//! with least-connections.
 //!
 //! Three regions run a tonic server each on loopback; a fourth is configured but nothing
 //! listens on its port, as when a region is down. A call that lands there fails with a
 //! connection error; the example retries it at another region with a shared `Tried` extension
 //! (tonic bodies cannot be cloned, so `FailoverLayer` does not apply), and the balancer
-//! ejects the dead region after a few failures. Whether the strategy tries the dead region at
-//! all depends on what it has learnt: the default prefers the region that answered fast.
+//! ejects the dead region after a few failures.
 //!
 //! Run with `cargo run -p sluice-tower --example tonic_health`.
 
 use std::{collections::BTreeMap, sync::Arc};
 
+use sluice_balancer::LeastConnections;
 use sluice_region_model::{GeoPoint, Region, Snapshot};
 use sluice_tower::{Balance, Tried};
 use tonic::transport::{Endpoint, Server, server::TcpIncoming};
@@ -61,7 +61,10 @@ async fn main() -> Result<(), BoxError> {
         .iter()
         .map(|node| Ok(Endpoint::from_shared(node.endpoint().to_string())?.connect_lazy()))
         .collect::<Result<Vec<_>, BoxError>>()?;
-    let balance = Balance::builder().build(Arc::clone(&snapshot), channels)?;
+    // Calls here run one at a time, so least-connections breaks its ties at random and every
+    // region, the dead one included, gets its turn.
+    let balance =
+        Balance::builder().strategy(Box::new(LeastConnections::new())).build(Arc::clone(&snapshot), channels)?;
     let health = balance.health().expect("built from a snapshot").clone();
     let mut client = HealthClient::new(balance);
 
