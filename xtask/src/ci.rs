@@ -33,8 +33,9 @@ const STEPS: &[Step] = &[
         env: &[],
     },
     Step { name: "test", args: &["test", "--workspace", "--all-features"], env: &[] },
-    // Examples that must run to completion, not just compile. `cargo test` with the test
-    // step's flags reuses its build; the examples are `harness = false`, so their `main` runs.
+    // Examples that must run to completion, not just compile. They are `test = true` and
+    // `harness = false`, so the test step already builds them once in the test profile and runs
+    // their `main`; this step names them, and reruns them from that build without compiling.
     Step {
         name: "examples",
         args: &[
@@ -150,14 +151,16 @@ mod tests {
         let listed: Vec<&str> = step.args.windows(2).filter(|w| w[0] == "--example").map(|w| w[1]).collect();
         let crate_dir = project_root().join("crates/sluice-tower");
         let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).unwrap();
-        // `[[example]]` sections with `harness = false`: `cargo test` runs their `main`.
+        // `[[example]]` sections with `test = true` and `harness = false`: the test step builds
+        // them in the test profile and runs their `main`, so this step compiles nothing.
         let unharnessed: Vec<String> = manifest
             .split("[[example]]")
             .skip(1)
             .filter_map(|section| {
                 let section = section.split("\n[").next().unwrap_or_default();
                 let name = section.lines().find_map(|l| l.trim().strip_prefix("name = "))?;
-                section.contains("harness = false").then(|| name.trim_matches('"').to_owned())
+                (section.contains("harness = false") && section.contains("test = true"))
+                    .then(|| name.trim_matches('"').to_owned())
             })
             .collect();
         let mut examples: Vec<String> = std::fs::read_dir(crate_dir.join("examples"))

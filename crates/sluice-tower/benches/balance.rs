@@ -141,7 +141,7 @@ fn interleaved() {
     );
     for n in SIZES {
         let Contenders { mut sluice, mut geo, mut ewma, mut pending } = contenders(n);
-        let mut time = |f: &mut dyn FnMut()| {
+        let time = |f: &mut dyn FnMut()| {
             let start = std::time::Instant::now();
             for _ in 0..BATCH {
                 f();

@@ -94,6 +94,26 @@ async fn retry_after_cools_a_region_down_and_the_call_fails_over() {
 }
 
 #[tokio::test]
+async fn failover_never_retries_a_4xx() {
+    let (backends, snapshot) = regions(&["a", "b", "c"]).await;
+    for b in &backends {
+        b.set(Mode::BadRequest);
+    }
+    let balance = Balance::builder().build(Arc::clone(&snapshot), upstreams(&snapshot)).unwrap();
+    let mut service = FailoverLayer::new(FailoverPolicy::new()).layer(Buffer::new(balance, 64));
+    for i in 0..10 {
+        let tried = Tried::new();
+        let mut req = request();
+        req.extensions_mut().insert(tried.clone());
+        let response = timeout(PATIENCE, service.ready().await.unwrap().call(req)).await.unwrap().unwrap();
+        assert_eq!(response.status(), 400, "request {i}");
+        assert_eq!(tried.len(), 1, "a 400 is returned as is, not sent to another region");
+    }
+    let hits: u64 = backends.iter().map(|b| b.hits()).sum();
+    assert_eq!(hits, 10, "one upstream call per request");
+}
+
+#[tokio::test]
 async fn without_failover_a_4xx_and_a_429_reach_the_caller_once() {
     let (backends, snapshot) = regions(&["a"]).await;
     backends[0].throttle(5);

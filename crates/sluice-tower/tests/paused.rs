@@ -166,3 +166,35 @@ async fn a_4xx_is_returned_and_not_held_against_the_region() {
     assert_eq!(metrics.failures(), 0, "a bad request says nothing about the region");
     assert!(metrics.is_eligible(tokio::time::Instant::now().into_std()));
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_caller_location_comes_from_a_request_extension() {
+    let regions = [
+        Region::new("seoul", "http://seoul.test", GeoPoint::new(37.56, 126.97)),
+        Region::new("frankfurt", "http://frankfurt.test", GeoPoint::new(50.11, 8.68)),
+    ];
+    let snapshot = Arc::new(Snapshot::builder().epoch(tokio::time::Instant::now().into_std()).build(regions).unwrap());
+    let seoul = Arc::new(AtomicU64::new(0));
+    let frankfurt = Arc::new(AtomicU64::new(0));
+    let services = vec![region(Arc::clone(&seoul), |_| (200, None)), region(Arc::clone(&frankfurt), |_| (200, None))];
+    let mut balance = Balance::builder()
+        .strategy(Box::new(sluice_balancer::GeoNearest::new()))
+        .caller(GeoPoint::new(48.85, 2.35)) // Paris, for requests that say nothing
+        .build(snapshot, services)
+        .unwrap();
+    let call = |point: Option<GeoPoint>| {
+        let mut request = http::Request::new(());
+        if let Some(point) = point {
+            request.extensions_mut().insert(point);
+        }
+        request
+    };
+    for _ in 0..10 {
+        balance.ready().await.unwrap().call(call(Some(GeoPoint::new(35.68, 139.69)))).await.unwrap(); // Tokyo
+    }
+    assert_eq!((seoul.load(Ordering::SeqCst), frankfurt.load(Ordering::SeqCst)), (10, 0));
+    for _ in 0..10 {
+        balance.ready().await.unwrap().call(call(None)).await.unwrap();
+    }
+    assert_eq!((seoul.load(Ordering::SeqCst), frankfurt.load(Ordering::SeqCst)), (10, 10), "the builder's default");
+}

@@ -40,6 +40,8 @@ pub enum Mode {
     Fail = 1,
     /// 429 with `retry-after: <secs>`.
     Throttle = 2,
+    /// 400, a request no region can serve.
+    BadRequest = 3,
 }
 
 /// One loopback region: its address and what it has seen.
@@ -92,6 +94,7 @@ async fn answer(State(backend): State<Arc<Backend>>) -> Response {
     match backend.mode.load(Ordering::SeqCst) {
         0 => (StatusCode::OK, backend.id).into_response(),
         1 => (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
+        3 => (StatusCode::BAD_REQUEST, "context length exceeded").into_response(),
         _ => {
             let mut r = (StatusCode::TOO_MANY_REQUESTS, "slow down").into_response();
             let secs = backend.retry_after_secs.load(Ordering::SeqCst).to_string();
