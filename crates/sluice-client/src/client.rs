@@ -435,8 +435,16 @@ impl Attempt {
             .authorize(&mut headers, inner.keys[self.node.index()].0.as_ref())
             .map_err(|e| AttemptError::Invalid(Box::new(e)))?;
         let body = match self.route.rewrite_for(upstream) {
-            Some(model) if !body.is_empty() => crate::models::rewrite_model(&body, model)
-                .ok_or_else(|| AttemptError::Invalid("the body's model cannot be rewritten".into()))?,
+            Some(model) if !body.is_empty() => {
+                let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+                // A body whose model cannot be set would fail everywhere: a 400 of our own,
+                // never sent and never blamed on the region.
+                crate::models::rewrite_model(&body, content_type, model).ok_or_else(|| AttemptError::Status {
+                    status: 400,
+                    verdict: Verdict::Fatal,
+                    body: crate::models::unrewritable_body(model),
+                })?
+            }
             _ => body,
         };
         if !body.is_empty() {

@@ -244,12 +244,68 @@ pub(crate) fn is_model_not_found(status: u16, body: &[u8]) -> bool {
             .is_some_and(|c| c == "model_not_found" || c == "DeploymentNotFound")
 }
 
-/// The body with its `model` field set to `model`, for JSON object bodies; `None` for any
-/// other body.
-pub(crate) fn rewrite_model(body: &[u8], model: &str) -> Option<Bytes> {
+/// The body with its `model` set to `model`: the field of a JSON object body, or the `model`
+/// part of a `multipart/form-data` body (audio uploads), given the body's content type.
+/// `None` for any other body.
+pub(crate) fn rewrite_model(body: &[u8], content_type: Option<&str>, model: &str) -> Option<Bytes> {
+    if let Some(boundary) = content_type.and_then(multipart_boundary) {
+        return rewrite_multipart_model(body, boundary, model);
+    }
     let mut value: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body).ok()?;
     value.insert("model".to_owned(), serde_json::Value::String(model.to_owned()));
     serde_json::to_vec(&value).ok().map(Bytes::from)
+}
+
+/// The OpenAI-shaped error answered for a body whose `model` cannot be set.
+pub(crate) fn unrewritable_body(model: &str) -> Bytes {
+    let message = format!("the request routes to model `{model}`, but its body has no `model` field that can be set");
+    let value = serde_json::json!({"error": {"message": message, "type": "invalid_request_error", "param": "model", "code": null}});
+    Bytes::from(value.to_string())
+}
+
+/// The boundary of a `multipart/form-data` content type.
+fn multipart_boundary(content_type: &str) -> Option<&str> {
+    let (kind, params) = content_type.split_once(';')?;
+    if !kind.trim().eq_ignore_ascii_case("multipart/form-data") {
+        return None;
+    }
+    params.split(';').find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim().eq_ignore_ascii_case("boundary").then(|| v.trim().trim_matches('"')).filter(|b| !b.is_empty())
+    })
+}
+
+/// Replaces the value of the `model` part of a multipart body.
+fn rewrite_multipart_model(body: &[u8], boundary: &str, model: &str) -> Option<Bytes> {
+    let delimiter = format!("--{boundary}");
+    let mut at = find(body, delimiter.as_bytes(), 0)?;
+    loop {
+        let headers_start = at + delimiter.len();
+        if body[headers_start..].starts_with(b"--") {
+            return None;
+        }
+        let head_end = find(body, b"\r\n\r\n", headers_start)?;
+        let value_start = head_end + 4;
+        let next = find(body, format!("\r\n{delimiter}").as_bytes(), value_start)?;
+        let head = std::str::from_utf8(&body[headers_start..head_end]).ok()?;
+        let is_model = head.lines().any(|line| {
+            let line = line.to_ascii_lowercase();
+            line.starts_with("content-disposition:")
+                && (line.contains("name=\"model\"") || line.contains("name=model;") || line.ends_with("name=model"))
+        });
+        if is_model {
+            let mut out = Vec::with_capacity(body.len() + model.len());
+            out.extend_from_slice(&body[..value_start]);
+            out.extend_from_slice(model.as_bytes());
+            out.extend_from_slice(&body[next..]);
+            return Some(Bytes::from(out));
+        }
+        at = next + 2;
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    haystack.get(from..)?.windows(needle.len()).position(|w| w == needle).map(|i| i + from)
 }
 
 #[cfg(test)]
@@ -310,10 +366,31 @@ mod tests {
         assert!(!is_model_not_found(404, br#"{"error":{"code":"not_found"}}"#));
         assert!(!is_model_not_found(404, b"not json"));
 
-        let body = rewrite_model(br#"{"model":"fast","messages":[],"n":1}"#, "gpt-4o-mini").unwrap();
+        let body = rewrite_model(br#"{"model":"fast","messages":[],"n":1}"#, None, "gpt-4o-mini").unwrap();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["model"], "gpt-4o-mini");
         assert_eq!(v["n"], 1);
-        assert!(rewrite_model(b"--boundary", "m").is_none());
+        assert!(rewrite_model(b"--boundary", None, "m").is_none());
+        assert!(rewrite_model(b"--boundary", Some("application/json"), "m").is_none());
+    }
+
+    #[test]
+    fn multipart_model_part() {
+        let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\nRIFF\x00\x01model\r\n--XyZ\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nfast\r\n--XyZ\r\nContent-Disposition: form-data; name=\"language\"\r\n\r\nen\r\n--XyZ--\r\n";
+        let out = rewrite_model(body, Some("multipart/form-data; boundary=\"XyZ\""), "whisper-1").unwrap();
+        let expect = String::from_utf8_lossy(body).replace("\r\n\r\nfast\r\n", "\r\n\r\nwhisper-1\r\n");
+        assert_eq!(String::from_utf8_lossy(&out), expect);
+        let no_model = b"--b\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nx\r\n--b--\r\n";
+        assert!(rewrite_model(no_model, Some("multipart/form-data; boundary=b"), "m").is_none());
+        assert!(rewrite_model(b"garbage", Some("multipart/form-data; boundary=b"), "m").is_none());
+        assert!(
+            rewrite_model(
+                b"--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nm",
+                Some("multipart/form-data; boundary=b"),
+                "x"
+            )
+            .is_none(),
+            "no closing delimiter"
+        );
     }
 }

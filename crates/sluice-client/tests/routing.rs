@@ -36,6 +36,7 @@ struct Seen {
     query: Option<String>,
     headers: HeaderMap,
     body: Value,
+    raw: Bytes,
 }
 
 type Answer = Box<dyn Fn(&Seen) -> (u16, Value) + Send + Sync>;
@@ -141,6 +142,7 @@ async fn handle(
         query: uri.query().map(str::to_owned),
         headers,
         body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        raw: body,
     };
     state.seen.lock().push(seen.clone());
     let response = if seen.path.ends_with("/models") {
@@ -508,4 +510,47 @@ async fn errors_and_debug_never_show_keys() {
     let error = client.chat_completions(chat("m")).await.unwrap_err();
     let text = format!("{error} {error:?} {client:?}");
     assert!(!text.contains("sk-very-secret") && !text.contains("hidden-value"), "{text}");
+}
+
+#[tokio::test]
+async fn a_multipart_upload_is_routed_by_model_and_its_model_part_rewritten() {
+    let a = Mock::start(None, |_| (200, json!({"text": "hello"}))).await;
+    let b = Mock::ok(None).await;
+    let client = quiet()
+        .region(region("a", a.url("/v1")))
+        .region(region("b", b.url("/v1")))
+        .region_models("a", ["whisper-1"])
+        .region_models("b", ["gpt-4o"])
+        .model_routing(ModelRouting::new().alias("stt", "whisper-1"))
+        .build()
+        .unwrap();
+    let body = "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF....\r\n--XyZ\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nstt\r\n--XyZ--\r\n";
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", "multipart/form-data; boundary=XyZ".parse().unwrap());
+    let upload = |headers: HeaderMap, body: &'static str| RawRequest {
+        method: Method::POST,
+        path: "audio/transcriptions".into(),
+        headers,
+        body: Bytes::from_static(body.as_bytes()),
+    };
+    let r = client.raw(upload(headers.clone(), body), &CallOptions::new().model("stt")).await.unwrap();
+    assert_eq!((r.meta.region.as_ref(), r.meta.model.as_deref()), ("a", Some("whisper-1")));
+    drop(r);
+    assert_eq!(b.calls().len(), 0);
+    let seen = a.state.seen.lock()[0].clone();
+    assert_eq!(seen.path, "/v1/audio/transcriptions");
+    assert_eq!(seen.headers["content-type"], "multipart/form-data; boundary=XyZ");
+    assert_eq!(
+        seen.raw,
+        body.replace("\r\n\r\nstt\r\n", "\r\n\r\nwhisper-1\r\n").as_bytes(),
+        "only the model part changed"
+    );
+
+    // A body without a model part cannot be sent under another model: a 400 of our own,
+    // nothing sent, no region blamed.
+    let no_model = "--XyZ\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nRIFF\r\n--XyZ--\r\n";
+    let error = client.raw(upload(headers, no_model), &CallOptions::new().model("stt")).await.unwrap_err();
+    assert_eq!(error.status(), Some(400));
+    assert_eq!(a.state.seen.lock().len(), 1);
+    assert_eq!(client.snapshot().nodes()[0].metrics().consecutive_failures(), 0);
 }
