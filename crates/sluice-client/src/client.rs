@@ -81,6 +81,8 @@ pub struct CallOptions {
     pub(crate) model: Option<Arc<str>>,
     pub(crate) body_model: Option<Arc<str>>,
     pub(crate) zones: Option<Arc<[Box<str>]>>,
+    only: Option<String>,
+    deliver_once: bool,
 }
 
 // ===== impl CallOptions =====
@@ -143,6 +145,24 @@ impl CallOptions {
     /// The zones set with [`zones`](Self::zones).
     pub fn zone_list(&self) -> &[Box<str>] {
         self.zones.as_deref().unwrap_or(&[])
+    }
+}
+
+impl CallOptions {
+    /// Sends the call to this region (by id) and to no other: for calls whose state lives
+    /// there (a stored response, a file). When the region cannot take the call it fails
+    /// with [`ErrorKind::NoEligibleRegion`] instead of failing over.
+    pub fn only_region(mut self, region: impl Into<String>) -> Self {
+        self.only = Some(region.into());
+        self
+    }
+
+    /// Never re-sends the call once a region may have received it: only attempts that could
+    /// not connect, or that were refused with a 429, are tried elsewhere. For calls whose
+    /// effect is unknown (a proxy passing through an unknown endpoint).
+    pub fn deliver_once(mut self) -> Self {
+        self.deliver_once = true;
+        self
     }
 }
 
@@ -311,11 +331,14 @@ impl Client {
         let RawRequest { method, path, headers, body } = request;
         let headers = Arc::new(sanitize_headers(headers));
         let path: Arc<str> = Arc::from(path.trim_start_matches('/'));
-        let kind =
-            if method == Method::GET || is_stream_request(&body) { CallKind::Resendable } else { CallKind::Once };
+        let stream = is_stream_request(&body);
+        let kind = if method == Method::GET || stream { CallKind::Resendable } else { CallKind::Once };
+        // Hedging applies as for typed calls: not to streams, nor to calls that must not be
+        // sent twice.
+        let hedge = if options.deliver_once || stream { None } else { self.inner.policy.hedge };
         let response = self
             .inner
-            .run_routed(options, kind, None, move |a| {
+            .run_routed(options, kind, hedge, move |a| {
                 let (method, path, headers, body) =
                     (method.clone(), Arc::clone(&path), Arc::clone(&headers), body.clone());
                 Box::pin(async move {
@@ -668,6 +691,12 @@ impl Inner {
             None => None,
         };
         let caller = options.caller.map(Caller::new).or(self.default_caller);
+        let only = match &options.only {
+            Some(id) => Some(self.snapshot.find(id).ok_or_else(|| {
+                Error::new(ErrorKind::UnknownRegion { region: id.clone(), known: self.regions.join(", ") })
+            })?),
+            None => None,
+        };
         self.budget.deposit(start);
 
         let mut state = CallState {
@@ -682,6 +711,10 @@ impl Inner {
             fatal: None,
             route: CallRoute::of(options),
         };
+        if let Some(only) = only {
+            // Every other region counts as tried, so none is ever chosen.
+            state.tried.extend(self.snapshot.ids().iter().copied().filter(|id| *id != only));
+        }
         let mut inflight: FuturesUnordered<AttemptFuture<T>> = FuturesUnordered::new();
         // Nothing eligible only because of cooldowns: wait for the earliest to end, if that
         // is within both the call's deadline and `max_wait`.
@@ -759,6 +792,12 @@ impl Inner {
                     let model_gone = self.routes.observe(node, &state.route, &result, now());
                     let region = Arc::clone(&self.regions[node.index()]);
                     let (failure, mut disposition, error) = self.judge(&region, result, kind == CallKind::Resendable);
+                    if options.deliver_once
+                        && matches!(disposition, Disposition::Retry)
+                        && !matches!(failure, AttemptFailure::Connect | AttemptFailure::Status { status: 429, .. })
+                    {
+                        disposition = Disposition::Fatal;
+                    }
                     if model_gone {
                         // The region lacks the model: another region may have it.
                         disposition = Disposition::Retry;
