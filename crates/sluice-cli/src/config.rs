@@ -98,6 +98,7 @@ pub struct Config {
     model_routing: ModelRouting,
     /// Fleet mode, checked except for the credentials (read from the environment at start).
     fleet: Option<FleetBuilder>,
+    server: crate::server_config::ServerSettings,
 }
 
 /// One region as configured, with the name of its key variable (never the key).
@@ -139,6 +140,7 @@ struct RawConfig {
     caller: Option<Spanned<RawCaller>>,
     models: Option<Spanned<RawModels>>,
     fleet: Option<Spanned<RawFleet>>,
+    server: Option<Spanned<crate::server_config::RawServer>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -268,7 +270,7 @@ struct RawCaller {
 
 /// A duration written with a unit: `"250ms"`, `"2s"`, `"1.5s"`, `"5m"`, `"1h"`.
 #[derive(Debug, Clone, Copy)]
-struct Dur(Duration);
+pub(crate) struct Dur(pub(crate) Duration);
 
 /// The message of a client build error, without the region prefix the config error adds.
 fn error_message(e: &sluice_client::BuildError) -> String {
@@ -592,8 +594,12 @@ impl Config {
             None => None,
         };
 
+        let server = crate::server_config::ServerSettings::from_raw(raw.server.as_ref())
+            .map_err(|(span, m)| fail(Some(span), None, m))?;
+
         Ok(Self {
             model_routing,
+            server,
             path: path.to_owned(),
             regions,
             api_key_env,
@@ -643,6 +649,11 @@ impl Config {
     /// Active-probe settings.
     pub fn probe_config(&self) -> &ProbeConfig {
         &self.probe
+    }
+
+    /// The `[server]` settings of `sluice serve`, defaults filled in.
+    pub fn server(&self) -> &crate::server_config::ServerSettings {
+        &self.server
     }
 
     /// The default caller location, if configured.

@@ -8,6 +8,8 @@ mod demo;
 mod error;
 pub mod mock;
 mod probe;
+mod serve_cmd;
+pub mod server_config;
 mod simulate;
 mod table;
 
@@ -219,36 +221,12 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
             if !(args.drain_timeout.is_finite() && args.drain_timeout >= 0.0) {
                 return Err(CliError::Usage("--drain-timeout must be a number of seconds >= 0".to_owned()));
             }
-            let options = sluice_gateway::ServeOptions {
+            let command = serve_cmd::ServeCommand {
                 listen: args.listen,
                 require_key_env: args.require_key_env,
                 drain_timeout: Duration::from_secs_f64(args.drain_timeout.min(3600.0)),
             };
-            init_logs(tracing::Level::INFO);
-            let client = config
-                .client_builder()?
-                .build()
-                .map_err(|e| CliError::Failed(format!("cannot start the client: {}", error::chain(&e))))?;
-            let fleet = match config.fleet() {
-                Some(builder) => {
-                    let fleet_config = builder
-                        .clone()
-                        .build()
-                        .map_err(|e| CliError::Usage(format!("[fleet]: {}", error::chain(&e))))?;
-                    let fleet = sluice_fleet::Fleet::start(&fleet_config, client.health())
-                        .map_err(|e| CliError::Failed(format!("cannot start fleet mode: {}", error::chain(&e))))?;
-                    tracing::info!(server = %fleet_config.server(), replica = fleet.replica_id(),
-                        "fleet mode: sharing health with the other replicas through redis");
-                    Some(fleet)
-                }
-                None => None,
-            };
-            let code = sluice_gateway::run(client, options).await?;
-            if let Some(fleet) = fleet {
-                // Hand this replica's probe leases over at once.
-                fleet.shutdown().await;
-            }
-            Ok(code)
+            serve_cmd::run(&config, command).await
         }
         Command::Simulate(args) => simulate::run(args).await,
         Command::BenchServe(args) => bench::run(args).await,

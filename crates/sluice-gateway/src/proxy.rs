@@ -1,43 +1,24 @@
-//! `sluice serve`: an OpenAI-compatible proxy that routes through `sluice-client`.
-//!
-//! Bodies pass through unchanged in both directions ([`Client::raw`]); the proxy only checks
-//! that a request body is JSON, reads its own `x-sluice-*` headers, and turns routing errors
-//! into OpenAI-shaped error answers.
+//! The `/v1/*` handler: reads the call, picks how it is routed (by model with failover, to
+//! the region holding its object, or passed through once), and turns the client's answer or
+//! error into an HTTP answer.
 
-use std::{
-    io,
-    net::SocketAddr,
-    pin::Pin,
-    process::ExitCode,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    task::{Context, Poll, ready},
-    time::Duration,
-};
+use std::{sync::Arc, time::Instant};
 
 use axum::{
-    Router,
     body::{Body, Bytes},
-    extract::{DefaultBodyLimit, State, rejection::BytesRejection},
-    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
+    extract::State,
+    http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header},
     response::{IntoResponse, Response},
-    routing::{get, post},
-    serve::ListenerExt,
 };
-use futures_util::{Stream, StreamExt};
-use metrics::{Counter, Gauge, Histogram};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
-use sluice_client::{CallOptions, Client, Error, ErrorKind, GeoPoint, RawBody, RawRequest};
-use sluice_health::HealthEventKind;
-use tokio::{net::TcpListener, sync::watch, time::Sleep};
+use sluice_client::{CallOptions, Error, ErrorKind, GeoPoint, RawRequest, RawResponse};
 
 use crate::{
-    ServeError as CliError,
-    error::chain,
-    region_state::{RegionState, now},
+    body::{CallGuard, Findings, ProxyBody},
+    gateway::{OFFLOAD_BODY, Shared},
+    idempotency::{Claim, Stored, fingerprint},
+    metrics::status_label,
+    routes::{BodyFields, BodyKind, Route, multipart_model, route},
 };
 
 /// Header naming the region that served a call (response), or the preferred one (request).
@@ -46,273 +27,50 @@ pub const REGION_HEADER: &str = "x-sluice-region";
 pub const ATTEMPTS_HEADER: &str = "x-sluice-attempts";
 /// Request header: the caller's location, `LAT,LON` in degrees.
 pub const LOCATION_HEADER: &str = "x-sluice-location";
+/// Response header: Sluice's id for the call (the upstream's `x-request-id` passes unchanged).
+pub const REQUEST_ID_HEADER: &str = "x-sluice-request-id";
+/// Response header: the model that served the call.
+pub const MODEL_HEADER: &str = "x-sluice-model";
+/// Response header: `true` when the answer is a stored one replayed for an `Idempotency-Key`.
+pub const REPLAY_HEADER: &str = "x-sluice-idempotent-replay";
 
-/// Largest request body accepted (images inline as base64 make chat bodies large).
-const MAX_BODY: usize = 64 << 20;
-
-/// Buckets of the latency histogram, in seconds.
-const LATENCY_BUCKETS: &[f64] =
-    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0];
-
-/// How the proxy runs.
-#[derive(Debug)]
-pub struct ServeOptions {
-    /// Address to listen on.
-    pub listen: SocketAddr,
-    /// Environment variable holding the key callers must send as `Authorization: Bearer`.
-    pub require_key_env: Option<String>,
-    /// Longest wait for in-flight calls and streams on shutdown.
-    pub drain_timeout: Duration,
+/// One call as the gateway sends it.
+struct Call {
+    route: Route,
+    request: RawRequest,
+    options: CallOptions,
+    fields: BodyFields,
+    hide_usage_chunk: bool,
+    request_id: String,
+    caller: Option<GeoPoint>,
 }
 
-struct AppState {
-    client: Client,
-    /// Known region ids, comma-separated, for error messages.
-    known: String,
-    draining: AtomicBool,
-    required_key: Option<String>,
-    metrics: ProxyMetrics,
-}
-
-/// Per-region instruments, registered once so that the request path only bumps atomics.
-struct RegionMetrics {
-    requests: Counter,
-    errors: Counter,
-    latency: Histogram,
-    ejections: Counter,
-    cooldowns: Counter,
-    state: Gauge,
-    eligible: Gauge,
-}
-
-struct ProxyMetrics {
-    handle: PrometheusHandle,
-    regions: Vec<RegionMetrics>,
-    in_flight: Gauge,
-    rejected: Counter,
-}
-
-/// Runs the proxy until SIGTERM or Ctrl-C, then drains.
-pub async fn run(client: Client, options: ServeOptions) -> Result<ExitCode, CliError> {
-    let required_key = match &options.require_key_env {
-        Some(var) => match std::env::var(var) {
-            Ok(v) if !v.trim().is_empty() => Some(v.trim().to_owned()),
-            _ => {
-                return Err(CliError::Usage(format!(
-                    "--require-key-env {var}: environment variable {var} is not set or empty"
-                )));
-            }
-        },
-        None => None,
-    };
-    let listener = TcpListener::bind(options.listen).await.map_err(|e| {
-        let addr = options.listen;
-        if e.kind() == io::ErrorKind::AddrInUse {
-            CliError::Failed(format!("cannot listen on {addr}: the address is already in use"))
-        } else {
-            CliError::Failed(format!("cannot listen on {addr}: {e}"))
-        }
-    })?;
-    let addr = listener.local_addr().map_err(|e| CliError::Failed(format!("cannot read the bound address: {e}")))?;
-    if !addr.ip().is_loopback() && required_key.is_none() {
-        tracing::warn!(
-            %addr,
-            "listening beyond loopback without --require-key-env: anyone who can reach this port can spend your keys"
-        );
-    }
-    let metrics = ProxyMetrics::install(&client)?;
-    let snapshot = client.snapshot();
-    let ids: Vec<&str> = snapshot.nodes().iter().map(|n| n.region().id()).collect();
-    let state = Arc::new(AppState {
-        known: ids.join(", "),
-        client: client.clone(),
-        draining: AtomicBool::new(false),
-        required_key,
-        metrics,
-    });
-    tokio::spawn(count_health_events(Arc::clone(&state)));
-    // Histogram samples are buffered until upkeep folds them in; keep memory flat.
-    let upkeep = state.metrics.handle.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            upkeep.run_upkeep();
-        }
-    });
-
-    let app = Router::new()
-        .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/models", get(list_models))
-        .route("/metrics", get(metrics_text))
-        .route("/healthz", get(healthz))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(Arc::clone(&state));
-
-    let signal = shutdown_signal()?;
-    println!(
-        "sluice serve: listening on http://{addr} ({} region(s): {}; strategy {})",
-        ids.len(),
-        state.known,
-        client.strategy_name()
-    );
-    use std::io::Write as _;
-    let _ = std::io::stdout().flush();
-
-    let (signalled_tx, mut signalled_rx) = watch::channel(false);
-    let shutdown_state = Arc::clone(&state);
-    let shutdown = async move {
-        signal.await;
-        shutdown_state.draining.store(true, Ordering::SeqCst);
-        tracing::info!("shutting down: refusing new calls, draining in-flight calls and streams");
-        let _ = signalled_tx.send(true);
-    };
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown);
-    let drain_limit = async {
-        while !*signalled_rx.borrow_and_update() {
-            if signalled_rx.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-        tokio::time::sleep(options.drain_timeout).await;
-    };
-    let drained = tokio::select! {
-        r = server => {
-            r.map_err(|e| CliError::Failed(format!("server error: {e}")))?;
-            true
-        }
-        () = drain_limit => false,
-    };
-    client.shutdown_probing().await;
-    if drained {
-        eprintln!("sluice serve: drained, bye");
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!("sluice serve: drain timeout passed with calls still running; exiting");
-        Ok(ExitCode::from(1))
-    }
-}
-
-/// SIGTERM and SIGINT (Ctrl-C), registered at once so that a signal sent right after the
-/// "listening" line is not lost to the default action.
-#[cfg(unix)]
-fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, CliError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let register = |kind: SignalKind| {
-        signal(kind).map_err(|e| CliError::Failed(format!("cannot listen for shutdown signals: {e}")))
-    };
-    let (mut term, mut int) = (register(SignalKind::terminate())?, register(SignalKind::interrupt())?);
-    Ok(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    })
-}
-
-#[cfg(not(unix))]
-fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, CliError> {
-    Ok(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-}
-
-/// Counts ejections and cooldowns from the health event channel.
-async fn count_health_events(state: Arc<AppState>) {
-    let mut events = state.client.health().subscribe();
-    loop {
-        match events.recv().await {
-            Ok(event) => {
-                let Some(m) = state.metrics.regions.get(event.node.index()) else { continue };
-                match event.kind {
-                    HealthEventKind::Ejected { .. } => m.ejections.increment(1),
-                    HealthEventKind::CooldownStarted { .. } => m.cooldowns.increment(1),
-                    _ => {}
-                }
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        }
-    }
-}
-
-// ===== handlers =====
-
-async fn chat_completions(
-    State(state): State<Arc<AppState>>,
+/// `/v1/*`.
+pub(crate) async fn v1(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
-    match body {
-        Ok(body) => proxy(&state, Method::POST, "chat/completions", headers, body).await,
-        Err(rejection) => {
-            state.metrics.rejected.increment(1);
-            let code =
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "invalid_body" };
-            openai_error(rejection.status(), "invalid_request_error", Some(code), &rejection.body_text())
-        }
+    let request_id = shared.request_id();
+    let mut response = handle(&shared, method, uri, headers, body, &request_id).await;
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
+    response
 }
 
-async fn list_models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    proxy(&state, Method::GET, "models", headers, Bytes::new()).await
-}
-
-async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
-    state.refresh_gauges();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.handle.render()).into_response()
-}
-
-async fn healthz(State(state): State<Arc<AppState>>) -> Response {
-    let at = now();
-    let health = state.client.health();
-    let snapshot = state.client.snapshot();
-    let mut regions = serde_json::Map::new();
-    let mut serving = 0;
-    for node in snapshot.nodes() {
-        let s = health.status(node.id(), at).map(|s| RegionState::of(&s, at));
-        if s.is_some_and(RegionState::is_serving) {
-            serving += 1;
-        }
-        regions.insert(node.region().id().to_owned(), json!(s.map_or("unknown".to_owned(), RegionState::label)));
-    }
-    let draining = state.draining.load(Ordering::SeqCst);
-    let (status, word) = match (draining, serving) {
-        (true, _) => (StatusCode::SERVICE_UNAVAILABLE, "draining"),
-        (false, 0) => (StatusCode::SERVICE_UNAVAILABLE, "no region eligible"),
-        _ => (StatusCode::OK, "ok"),
-    };
-    json_response(status, &json!({"status": word, "regions": regions}))
-}
-
-async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> Response {
-    openai_error(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "invalid_request_error",
-        Some("method_not_allowed"),
-        &format!("{method} is not allowed on {}", uri.path()),
-    )
-}
-
-async fn not_found(method: Method, uri: axum::http::Uri) -> Response {
-    openai_error(
-        StatusCode::NOT_FOUND,
-        "invalid_request_error",
-        Some("not_found"),
-        &format!("sluice serves POST /v1/chat/completions and GET /v1/models, not {method} {}", uri.path()),
-    )
-}
-
-// ===== the proxy =====
-
-async fn proxy(state: &AppState, method: Method, path: &str, headers: HeaderMap, body: Bytes) -> Response {
-    if state.draining.load(Ordering::SeqCst) {
-        state.metrics.rejected.increment(1);
+async fn handle(
+    shared: &Arc<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+    request_id: &str,
+) -> Response {
+    if shared.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        shared.metrics.rejected.increment(1);
         let mut r = openai_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "server_error",
@@ -323,106 +81,432 @@ async fn proxy(state: &AppState, method: Method, path: &str, headers: HeaderMap,
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         return r;
     }
-    if let Some(required) = &state.required_key
+    if let Some(required) = &shared.required_key
         && !authorized(&headers, required)
     {
-        state.metrics.rejected.increment(1);
+        shared.metrics.rejected.increment(1);
         return openai_error(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",
             Some("invalid_api_key"),
-            "missing or wrong api key for this sluice proxy (send Authorization: Bearer <key>)",
+            "missing or wrong api key for this sluice gateway (send Authorization: Bearer <key>)",
         );
     }
-    let options = match call_options(&headers, state) {
+    let Ok(permit) = Arc::clone(&shared.permits).try_acquire_owned() else {
+        shared.metrics.overloaded.increment(1);
+        let mut r = openai_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            Some("overloaded"),
+            "sluice is at max_concurrent_calls; retry shortly",
+        );
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return r;
+    };
+    let path = uri.path().strip_prefix("/v1/").unwrap_or("").to_owned();
+    let route = route(&method, &path);
+    let model_label = shared.metrics.models().label(None);
+    let mut guard = CallGuard::new(Arc::clone(shared), route.endpoint, model_label, permit);
+
+    let body = match read_body(shared, &headers, body).await {
+        Ok(b) => b,
+        Err(r) => {
+            shared.metrics.rejected.increment(1);
+            guard.finish(status_label(r.status().as_u16()));
+            return r;
+        }
+    };
+    let mut options = match call_options(&headers, shared) {
         Ok(o) => o,
         Err(r) => {
-            state.metrics.rejected.increment(1);
+            shared.metrics.rejected.increment(1);
+            guard.finish(status_label(r.status().as_u16()));
             return *r;
         }
     };
-    if method == Method::POST
-        && let Err(message) = check_json(&body)
-    {
-        state.metrics.rejected.increment(1);
-        return openai_error(StatusCode::BAD_REQUEST, "invalid_request_error", Some("invalid_json"), &message);
-    }
-
-    let mut forward = headers;
-    forward.remove(REGION_HEADER);
-    forward.remove(LOCATION_HEADER);
-    forward.remove(header::COOKIE);
-    let request = RawRequest { method, path: path.to_owned(), headers: forward, body };
-    state.metrics.in_flight.increment(1.0);
-    let result = state.client.raw(request, &options).await;
-    match result {
-        Ok(resp) => {
-            let meta = &resp.meta;
-            for failed in &meta.failed_attempts {
-                if let Some(m) = state.metrics.regions.get(failed.node.index()) {
-                    m.requests.increment(1);
-                    m.errors.increment(1);
-                }
-            }
-            let region = state.metrics.regions.get(meta.node.index());
-            if let Some(m) = region {
-                m.requests.increment(1);
-                m.latency.record(meta.latency.as_secs_f64());
-            }
-            let mut out_headers = HeaderMap::with_capacity(resp.headers.len() + 2);
-            let sse = resp.body.is_event_stream();
-            for (name, value) in &resp.headers {
-                if is_hop_by_hop(name) || (sse && name == header::CONTENT_LENGTH) {
-                    continue;
-                }
-                out_headers.append(name.clone(), value.clone());
-            }
-            if let Ok(v) = HeaderValue::from_str(&meta.region) {
-                out_headers.insert(REGION_HEADER, v);
-            }
-            out_headers.insert(ATTEMPTS_HEADER, HeaderValue::from(meta.attempts));
-            let body = ProxyBody {
-                inner: resp.body,
-                sse,
-                errors: region.map(|m| m.errors.clone()),
-                in_flight: Some(state.metrics.in_flight.clone()),
-                abort: None,
-                done: false,
-            };
-            let mut response = Response::new(Body::from_stream(body));
-            *response.status_mut() = resp.status;
-            *response.headers_mut() = out_headers;
-            response
+    let (fields, body) = match inspect(&route, &headers, body).await {
+        Ok(x) => x,
+        Err(message) => {
+            shared.metrics.rejected.increment(1);
+            guard.finish("400");
+            return openai_error(StatusCode::BAD_REQUEST, "invalid_request_error", Some("invalid_json"), &message);
         }
-        Err(e) => {
-            state.metrics.in_flight.decrement(1.0);
-            for failed in e.failed_attempts() {
-                if let Some(m) = state.metrics.regions.get(failed.node.index()) {
-                    m.requests.increment(1);
-                    m.errors.increment(1);
-                }
+    };
+    guard.set_model(shared.metrics.models().label(fields.model.as_deref()));
+    if route.deliver_once {
+        options = options.deliver_once();
+    }
+    // Ask for stream usage on the caller's behalf, and hide the extra chunk from them.
+    let (body, hide_usage_chunk) = if shared.stream_usage
+        && matches!(route.endpoint, "chat.completions" | "completions")
+        && fields.streams()
+        && fields.stream_options.as_ref().and_then(|o| o.include_usage) != Some(true)
+    {
+        match with_include_usage(&body) {
+            Some(b) => (b, true),
+            None => (body, false),
+        }
+    } else {
+        (body, false)
+    };
+    let path_and_query = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let request = RawRequest { method, path: path_and_query, headers: shared.headers.upstream(&headers), body };
+    let caller = headers.get(LOCATION_HEADER).and_then(|v| v.to_str().ok()).and_then(parse_location);
+    let call = Call { route, request, options, fields, hide_usage_chunk, request_id: request_id.to_owned(), caller };
+
+    let idempotency_key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).filter(|k| !k.is_empty());
+    match idempotency_key {
+        Some(key) if !call.fields.streams() && call.request.method != Method::GET => {
+            idempotent(shared, call, guard, key, &headers).await
+        }
+        _ => dispatch(shared, call, guard).await,
+    }
+}
+
+/// Reads the body, up to the limit.
+async fn read_body(shared: &Shared, headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+    let too_large = || {
+        openai_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            Some("body_too_large"),
+            &format!("the request body is larger than the gateway's limit of {} bytes", shared.max_body),
+        )
+    };
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > shared.max_body as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, shared.max_body).await.map_err(|e| {
+        let mut source: Option<&dyn std::error::Error> = Some(&e);
+        while let Some(s) = source {
+            if s.is::<http_body_util::LengthLimitError>() {
+                return too_large();
             }
-            // Every region refused or timed out and health agrees they are all out: that is
-            // "no eligible region" for the caller, not one bad gateway.
+            source = s.source();
+        }
+        openai_error(StatusCode::BAD_REQUEST, "invalid_request_error", Some("invalid_body"), &e.to_string())
+    })
+}
+
+/// Reads what routing needs from the body: a JSON object's fields, or a form's `model`.
+/// Large bodies are read on the blocking pool so that other calls keep moving.
+async fn inspect(route: &Route, headers: &HeaderMap, body: Bytes) -> Result<(BodyFields, Bytes), String> {
+    let kind = route.body;
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let json = kind == BodyKind::Json || (kind == BodyKind::Opaque && content_type.starts_with("application/json"));
+    let multipart = kind == BodyKind::Multipart || content_type.starts_with("multipart/form-data");
+    if !json && !multipart {
+        return Ok((BodyFields::default(), body));
+    }
+    let work = move || {
+        if multipart && !content_type.starts_with("application/json") {
+            let model = multipart_model(&content_type, &body);
+            return Ok((BodyFields { model, ..BodyFields::default() }, body));
+        }
+        if kind == BodyKind::Opaque && body.is_empty() {
+            return Ok((BodyFields::default(), body));
+        }
+        check_json(&body).map(|fields| (fields, body))
+    };
+    if route_body_len(headers) > OFFLOAD_BODY {
+        tokio::task::spawn_blocking(work).await.map_err(|e| format!("could not check the body: {e}"))?
+    } else {
+        work()
+    }
+}
+
+fn route_body_len(headers: &HeaderMap) -> usize {
+    headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(usize::MAX)
+}
+
+/// The body must be one JSON object; returns the fields routing needs.
+fn check_json(body: &[u8]) -> Result<BodyFields, String> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    match first {
+        None => return Err("the request body is empty; send a JSON object".to_owned()),
+        Some(b'{') => {}
+        Some(_) => return Err("the request body must be a JSON object".to_owned()),
+    }
+    serde_json::from_slice::<BodyFields>(body).map_err(|e| format!("the request body is not valid JSON: {e}"))
+}
+
+/// The body with `stream_options.include_usage = true`.
+fn with_include_usage(body: &[u8]) -> Option<Bytes> {
+    let mut value: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body).ok()?;
+    let options = value.entry("stream_options").or_insert_with(|| json!({}));
+    options.as_object_mut()?.insert("include_usage".to_owned(), json!(true));
+    serde_json::to_vec(&value).ok().map(Bytes::from)
+}
+
+// ===== sending =====
+
+/// Sends the call the way its route says, and answers.
+async fn dispatch(shared: &Arc<Shared>, call: Call, guard: CallGuard) -> Response {
+    let object = call.route.object.clone().or_else(|| call.fields.reference().map(str::to_owned));
+    let result = match object {
+        Some(id) => send_stateful(shared, &call, &id).await,
+        None => shared.client.raw(call.request.clone(), &call.options).await.map_err(|e| (e, None)),
+    };
+    match result {
+        Ok(resp) => answer(shared, &call, resp, guard),
+        Err((e, note)) => {
             let all_out = matches!(e.kind(), ErrorKind::Connect { .. } | ErrorKind::Timeout { .. })
-                && state.serving_regions() == 0;
-            error_response(&e, all_out)
+                && shared.serving_regions() == 0;
+            count_failed(shared, e.failed_attempts());
+            let mut r = error_response(&e, all_out, note.as_deref());
+            guard.finish(status_label(r.status().as_u16()));
+            if let Ok(v) = HeaderValue::from_str(&call.request_id) {
+                r.headers_mut().insert(REQUEST_ID_HEADER, v);
+            }
+            r
         }
     }
 }
 
+/// A call whose state lives in one region: there if known, else each region nearest first
+/// until one knows the object (a 404 for an unknown id generates nothing).
+async fn send_stateful(shared: &Shared, call: &Call, id: &str) -> Result<RawResponse, (Error, Option<String>)> {
+    let client = &shared.client;
+    if let Some(region) = shared.states.get(id, Instant::now()) {
+        let options = call.options.clone().only_region(region.to_string());
+        return client.raw(call.request.clone(), &options).await.map_err(|e| {
+            let note = (!delivered_answer(&e)).then(|| {
+                format!("`{id}` lives in region {region}, which cannot take the call now; it was not sent elsewhere")
+            });
+            (e, note)
+        });
+    }
+    let mut unreachable = Vec::new();
+    let mut last = None;
+    for region in nearest_regions(shared, call) {
+        let options = call.options.clone().only_region(region.to_string());
+        match client.raw(call.request.clone(), &options).await {
+            Ok(resp) => {
+                shared.states.insert(id, region, Instant::now());
+                return Ok(resp);
+            }
+            Err(e) if e.status() == Some(404) => {
+                count_failed(shared, e.failed_attempts());
+                last = Some(e);
+            }
+            Err(e) if !delivered_answer(&e) => {
+                count_failed(shared, e.failed_attempts());
+                unreachable.push(region);
+                last = Some(e);
+            }
+            Err(e) => return Err((e, None)),
+        }
+    }
+    let Some(e) = last else {
+        // No region at all to ask (an empty snapshot cannot be built; be safe anyway).
+        return client.raw(call.request.clone(), &call.options).await.map_err(|e| (e, None));
+    };
+    let note = (!unreachable.is_empty()).then(|| {
+        let names: Vec<&str> = unreachable.iter().map(|r| &**r).collect();
+        format!(
+            "`{id}` was not found in the regions that answered; it may live in {}, which could not be asked now",
+            names.join(", ")
+        )
+    });
+    Err((e, note))
+}
+
+/// Whether the error is an upstream's own answer (as opposed to no answer at all).
+fn delivered_answer(e: &Error) -> bool {
+    matches!(e.kind(), ErrorKind::Status { .. } | ErrorKind::Credentials { .. })
+}
+
+/// Region ids nearest first: by distance from the caller when a location is known, else
+/// by the latest probe round trip, else in configured order.
+fn nearest_regions(shared: &Shared, call: &Call) -> Vec<Arc<str>> {
+    let snapshot = shared.client.snapshot();
+    let caller = call.caller.or(shared.caller);
+    let mut nodes: Vec<(f64, Arc<str>)> = snapshot
+        .nodes()
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let key = match caller {
+                Some(c) => n.location().distance_km(c),
+                None => n.metrics().probe_rtt().map_or(1e12 + i as f64, |d| d.as_secs_f64()),
+            };
+            (key, Arc::from(n.region().id()))
+        })
+        .collect();
+    nodes.sort_by(|a, b| a.0.total_cmp(&b.0));
+    nodes.into_iter().map(|(_, id)| id).collect()
+}
+
+fn count_failed(shared: &Shared, failed: &[sluice_client::FailedAttempt]) {
+    for f in failed {
+        if let Some(m) = shared.metrics.regions.get(f.node.index()) {
+            m.requests.increment(1);
+            m.errors.increment(1);
+        }
+    }
+}
+
+/// Turns a successful client answer into the caller's answer.
+fn answer(shared: &Arc<Shared>, call: &Call, resp: RawResponse, mut guard: CallGuard) -> Response {
+    let meta = &resp.meta;
+    count_failed(shared, &meta.failed_attempts);
+    let region = shared.metrics.regions.get(meta.node.index());
+    if let Some(m) = region {
+        m.requests.increment(1);
+        m.latency.record(meta.latency.as_secs_f64());
+    }
+    let sse = resp.body.is_event_stream();
+    let mut headers = shared.headers.downstream(&resp.headers, sse || call.hide_usage_chunk);
+    if let Ok(v) = HeaderValue::from_str(&meta.region) {
+        headers.insert(REGION_HEADER, v);
+    }
+    headers.insert(ATTEMPTS_HEADER, HeaderValue::from(meta.attempts));
+    let served_model = call.fields.model.clone();
+    if let Some(model) = &served_model
+        && let Ok(v) = HeaderValue::from_str(model)
+    {
+        headers.insert(MODEL_HEADER, v);
+        guard.set_model(shared.metrics.models().label(Some(model)));
+    }
+    let status = resp.status;
+    guard.answered(status_label(status.as_u16()));
+    let on_end = {
+        let shared = Arc::clone(shared);
+        let region: Arc<str> = Arc::clone(&meta.region);
+        let route = call.route.clone();
+        let model = served_model.unwrap_or_default();
+        Box::new(move |found: Findings| {
+            if let Some(usage) = found.usage {
+                let label = shared.metrics.models().label(Some(&model));
+                shared.metrics.usage(&region, &label, usage, &shared.prices, &model);
+            }
+            if status.is_success() {
+                if route.creates
+                    && let Some(id) = &found.id
+                {
+                    shared.states.insert(id, Arc::clone(&region), Instant::now());
+                }
+                if route.deletes
+                    && let Some(id) = &route.object
+                {
+                    shared.states.remove(id);
+                }
+            }
+        })
+    };
+    let keep_whole = call.route.creates && !sse;
+    let body = ProxyBody::new(
+        resp.body,
+        sse,
+        call.hide_usage_chunk,
+        keep_whole,
+        region.map(|m| m.errors.clone()),
+        guard,
+        on_end,
+    );
+    let mut response = Response::new(Body::from_stream(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+// ===== idempotency =====
+
+/// A non-streaming call with an `Idempotency-Key`: run once, in a task of its own so that a
+/// caller who gives up (an SDK timeout) does not cancel it; repeats get its answer.
+async fn idempotent(shared: &Arc<Shared>, call: Call, guard: CallGuard, key: &str, headers: &HeaderMap) -> Response {
+    let who = headers.get(header::AUTHORIZATION).map_or(&[][..], HeaderValue::as_bytes);
+    let scope = fingerprint(&[who]);
+    let store_key = format!("{scope:016x} {} {} {key}", call.request.method, call.request.path);
+    let print = fingerprint(&[&call.request.body]);
+    loop {
+        match shared.idempotency.claim(&store_key, print, Instant::now()) {
+            Claim::Done(stored) => {
+                guard.finish(status_label(stored.status.as_u16()));
+                return replay(&stored, true);
+            }
+            Claim::Mismatch => {
+                guard.finish("422");
+                return openai_error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_request_error",
+                    Some("idempotency_key_reused"),
+                    "this Idempotency-Key was used with a different request body within the last 10 minutes",
+                );
+            }
+            Claim::Wait(mut rx) => loop {
+                if let Some(stored) = rx.borrow_and_update().clone() {
+                    guard.finish(status_label(stored.status.as_u16()));
+                    return replay(&stored, true);
+                }
+                if rx.changed().await.is_err() {
+                    // The first call ended without an answer to keep: claim again.
+                    break;
+                }
+            },
+            Claim::First(slot) => {
+                let shared = Arc::clone(shared);
+                let task = tokio::spawn(async move {
+                    let response = dispatch(&shared, call, guard).await;
+                    let (parts, body) = response.into_parts();
+                    let body = axum::body::to_bytes(body, usize::MAX).await.ok();
+                    let stored = Stored { status: parts.status, headers: parts.headers, body };
+                    let status = stored.status.as_u16();
+                    // Keep what may have generated something; free the key after a refusal
+                    // that generated nothing, so that a retry runs the call.
+                    if stored.body.is_some() && !matches!(status, 429 | 502 | 503) {
+                        slot.finish(stored)
+                    } else {
+                        drop(slot);
+                        Arc::new(stored)
+                    }
+                });
+                return match task.await {
+                    Ok(stored) => replay(&stored, false),
+                    Err(e) => openai_error(StatusCode::BAD_GATEWAY, "server_error", Some("internal"), &e.to_string()),
+                };
+            }
+        }
+    }
+}
+
+fn replay(stored: &Stored, repeat: bool) -> Response {
+    let Some(body) = &stored.body else {
+        return openai_error(
+            StatusCode::CONFLICT,
+            "invalid_request_error",
+            Some("idempotent_answer_not_kept"),
+            "a call with this Idempotency-Key was answered, but its answer was too large to keep; it is not run again",
+        );
+    };
+    let mut r = Response::new(Body::from(body.clone()));
+    *r.status_mut() = stored.status;
+    *r.headers_mut() = stored.headers.clone();
+    if repeat {
+        r.headers_mut().insert(REPLAY_HEADER, HeaderValue::from_static("true"));
+    }
+    r
+}
+
+// ===== options and checks =====
+
 /// Reads `x-sluice-region` and `x-sluice-location`.
-fn call_options(headers: &HeaderMap, state: &AppState) -> Result<CallOptions, Box<Response>> {
+fn call_options(headers: &HeaderMap, shared: &Shared) -> Result<CallOptions, Box<Response>> {
     let mut options = CallOptions::new();
     if let Some(v) = headers.get(REGION_HEADER) {
         let id = v.to_str().unwrap_or("").trim();
         if !id.is_empty() {
-            if state.client.snapshot().find(id).is_none() {
+            if shared.client.snapshot().find(id).is_none() {
                 return Err(Box::new(openai_error(
                     StatusCode::BAD_REQUEST,
                     "invalid_request_error",
                     Some("unknown_region"),
-                    &format!("{REGION_HEADER}: unknown region `{id}` (known: {})", state.known),
+                    &format!("{REGION_HEADER}: unknown region `{id}` (known: {})", shared.known),
                 )));
             }
             options = options.prefer_region(id);
@@ -454,19 +538,6 @@ pub fn parse_location(s: &str) -> Option<GeoPoint> {
     point.is_valid().then_some(point)
 }
 
-/// The body must be one JSON object.
-fn check_json(body: &[u8]) -> Result<(), String> {
-    let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    match first {
-        None => return Err("the request body is empty; send a JSON object".to_owned()),
-        Some(b'{') => {}
-        Some(_) => return Err("the request body must be a JSON object".to_owned()),
-    }
-    serde_json::from_slice::<serde::de::IgnoredAny>(body)
-        .map(|_| ())
-        .map_err(|e| format!("the request body is not valid JSON: {e}"))
-}
-
 fn authorized(headers: &HeaderMap, required: &str) -> bool {
     let Some(given) = headers
         .get(header::AUTHORIZATION)
@@ -484,25 +555,29 @@ fn authorized(headers: &HeaderMap, required: &str) -> bool {
     diff == 0
 }
 
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "te" | "trailer" | "upgrade"
-    )
-}
+// ===== answers =====
 
-fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
 /// An error in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
-fn openai_error(status: StatusCode, kind: &str, code: Option<&str>, message: &str) -> Response {
+pub(crate) fn openai_error(status: StatusCode, kind: &str, code: Option<&str>, message: &str) -> Response {
     json_response(status, &json!({"error": {"message": message, "type": kind, "param": null, "code": code}}))
 }
 
-/// Maps a routing error to an answer with the right status.
-fn error_response(e: &Error, all_out: bool) -> Response {
-    let message = e.to_string();
+/// Maps a routing error to an answer with the right status. `note` explains a call that was
+/// kept in its object's region.
+fn error_response(e: &Error, all_out: bool, note: Option<&str>) -> Response {
+    let message = match note {
+        Some(n) => format!("{n} ({e})"),
+        None => e.to_string(),
+    };
+    let retry_after = |r: &mut Response, after: std::time::Duration| {
+        let secs = after.as_secs_f64().ceil().max(1.0) as u64;
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        r.headers_mut().insert("retry-after-ms", HeaderValue::from(after.as_millis() as u64));
+    };
     let mut response = match e.kind() {
         _ if all_out => {
             let mut r = openai_error(
@@ -514,27 +589,29 @@ fn error_response(e: &Error, all_out: bool) -> Response {
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             r
         }
+        ErrorKind::Status { status: 404, .. } if note.is_some() => {
+            openai_error(StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("object_region_unavailable"), &message)
+        }
         ErrorKind::NoEligibleRegion { .. } => {
-            let mut r =
-                openai_error(StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("no_eligible_region"), &message);
-            let secs = e.retry_after().map_or(1, |d| d.as_secs_f64().ceil().max(1.0) as u64);
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            let code = if note.is_some() { "object_region_unavailable" } else { "no_eligible_region" };
+            let mut r = openai_error(StatusCode::SERVICE_UNAVAILABLE, "server_error", Some(code), &message);
+            retry_after(&mut r, e.retry_after().unwrap_or(std::time::Duration::from_secs(1)));
             r
         }
-        ErrorKind::Status { status, body, retry_after, .. } => {
+        ErrorKind::Status { status, body, retry_after: after, .. } => {
             let code = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_GATEWAY);
-            let passthrough = serde_json::from_slice::<serde_json::Value>(body)
-                .ok()
-                .is_some_and(|v| v.get("error").is_some_and(serde_json::Value::is_object));
+            let passthrough = note.is_none()
+                && serde_json::from_slice::<serde_json::Value>(body)
+                    .ok()
+                    .is_some_and(|v| v.get("error").is_some_and(serde_json::Value::is_object));
             let mut r = if passthrough {
                 (code, [(header::CONTENT_TYPE, "application/json")], body.clone()).into_response()
             } else {
                 let kind = if code.is_client_error() { "invalid_request_error" } else { "server_error" };
                 openai_error(code, kind, None, &message)
             };
-            if let Some(after) = retry_after {
-                let secs = after.as_secs_f64().ceil().max(1.0) as u64;
-                r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            if let Some(after) = after {
+                retry_after(&mut r, *after);
             }
             r
         }
@@ -550,7 +627,11 @@ fn error_response(e: &Error, all_out: bool) -> Response {
         ErrorKind::InvalidRequest => {
             openai_error(StatusCode::BAD_REQUEST, "invalid_request_error", Some("invalid_request"), &message)
         }
-        _ => openai_error(StatusCode::BAD_GATEWAY, "server_error", Some("upstream_error"), &message),
+        _ => {
+            let code = if note.is_some() { "object_region_unavailable" } else { "upstream_error" };
+            let status = if note.is_some() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::BAD_GATEWAY };
+            openai_error(status, "server_error", Some(code), &message)
+        }
     };
     if let Some(region) = e.region()
         && let Ok(v) = HeaderValue::from_str(region)
@@ -559,159 +640,6 @@ fn error_response(e: &Error, all_out: bool) -> Response {
     }
     response.headers_mut().insert(ATTEMPTS_HEADER, HeaderValue::from(e.failed_attempts().len()));
     response
-}
-
-/// The upstream body, bytes unchanged. A break turns into an SSE error event (for event
-/// streams) and then an aborted connection, so a cut answer never looks complete.
-struct ProxyBody {
-    inner: RawBody,
-    sse: bool,
-    errors: Option<Counter>,
-    in_flight: Option<Gauge>,
-    abort: Option<Pin<Box<Sleep>>>,
-    done: bool,
-}
-
-impl ProxyBody {
-    fn finish(&mut self) {
-        if let Some(g) = self.in_flight.take() {
-            g.decrement(1.0);
-        }
-    }
-}
-
-impl Stream for ProxyBody {
-    type Item = Result<Bytes, io::Error>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if let Some(sleep) = self.abort.as_mut() {
-            // Give the error event time to reach the socket before the abort.
-            ready!(sleep.as_mut().poll(cx));
-            self.abort = None;
-            self.done = true;
-            return Poll::Ready(Some(Err(io::Error::other("upstream stream interrupted"))));
-        }
-        if self.done {
-            return Poll::Ready(None);
-        }
-        match ready!(self.inner.poll_next_unpin(cx)) {
-            Some(Ok(bytes)) => Poll::Ready(Some(Ok(bytes))),
-            Some(Err(e)) => {
-                self.finish();
-                if let Some(c) = &self.errors {
-                    c.increment(1);
-                }
-                tracing::warn!(error = %chain(&e), "upstream body broke mid-answer");
-                if self.sse {
-                    let event = json!({"error": {
-                        "message": e.to_string(),
-                        "type": "server_error",
-                        "param": null,
-                        "code": "stream_interrupted",
-                    }});
-                    self.abort = Some(Box::pin(tokio::time::sleep(Duration::from_millis(50))));
-                    Poll::Ready(Some(Ok(Bytes::from(format!("data: {event}\n\n")))))
-                } else {
-                    self.done = true;
-                    Poll::Ready(Some(Err(io::Error::other(e.to_string()))))
-                }
-            }
-            None => {
-                self.finish();
-                self.done = true;
-                Poll::Ready(None)
-            }
-        }
-    }
-}
-
-impl Drop for ProxyBody {
-    fn drop(&mut self) {
-        self.finish();
-    }
-}
-
-// ===== impl AppState =====
-
-impl AppState {
-    /// Regions that take new calls right now.
-    fn serving_regions(&self) -> usize {
-        let at = now();
-        let health = self.client.health();
-        self.client
-            .snapshot()
-            .nodes()
-            .iter()
-            .filter(|n| health.status(n.id(), at).is_some_and(|s| RegionState::of(&s, at).is_serving()))
-            .count()
-    }
-
-    fn refresh_gauges(&self) {
-        let at = now();
-        let health = self.client.health();
-        for (node, m) in self.client.snapshot().nodes().iter().zip(&self.metrics.regions) {
-            if let Some(status) = health.status(node.id(), at) {
-                let s = RegionState::of(&status, at);
-                m.state.set(s.code());
-                m.eligible.set(if s.is_serving() { 1.0 } else { 0.0 });
-            }
-        }
-    }
-}
-
-// ===== impl ProxyMetrics =====
-
-impl ProxyMetrics {
-    fn install(client: &Client) -> Result<Self, CliError> {
-        let handle = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Full("sluice_request_duration_seconds".to_owned()), LATENCY_BUCKETS)
-            .and_then(PrometheusBuilder::install_recorder)
-            .map_err(|e| CliError::Failed(format!("cannot set up metrics: {e}")))?;
-        metrics::describe_counter!("sluice_requests_total", "Attempts sent to a region (failed ones included).");
-        metrics::describe_counter!("sluice_errors_total", "Failed attempts and broken streams, per region.");
-        metrics::describe_histogram!(
-            "sluice_request_duration_seconds",
-            metrics::Unit::Seconds,
-            "Time from the call's start to the answer's head (first chunk for streams), per serving region."
-        );
-        metrics::describe_gauge!(
-            "sluice_region_health_state",
-            "0 unknown, 1 healthy, 2 slow start, 3 cooldown, 4 ejected, 5 unhealthy, 6 drained."
-        );
-        metrics::describe_gauge!("sluice_region_eligible", "1 when the region takes new calls.");
-        metrics::describe_counter!("sluice_region_ejections_total", "Passive outlier ejections.");
-        metrics::describe_counter!("sluice_region_cooldowns_total", "Retry-After cooldowns started.");
-        metrics::describe_gauge!("sluice_proxy_in_flight", "Calls and streams in progress.");
-        metrics::describe_counter!("sluice_proxy_rejected_total", "Calls refused by the proxy itself (400, 401, 503).");
-        let regions = client
-            .snapshot()
-            .nodes()
-            .iter()
-            .map(|n| {
-                let id = n.region().id().to_owned();
-                let m = RegionMetrics {
-                    requests: metrics::counter!("sluice_requests_total", "region" => id.clone()),
-                    errors: metrics::counter!("sluice_errors_total", "region" => id.clone()),
-                    latency: metrics::histogram!("sluice_request_duration_seconds", "region" => id.clone()),
-                    ejections: metrics::counter!("sluice_region_ejections_total", "region" => id.clone()),
-                    cooldowns: metrics::counter!("sluice_region_cooldowns_total", "region" => id.clone()),
-                    state: metrics::gauge!("sluice_region_health_state", "region" => id.clone()),
-                    eligible: metrics::gauge!("sluice_region_eligible", "region" => id),
-                };
-                // Make every series visible from the first scrape.
-                for c in [&m.requests, &m.errors, &m.ejections, &m.cooldowns] {
-                    c.increment(0);
-                }
-                m.eligible.set(1.0);
-                m
-            })
-            .collect();
-        let in_flight = metrics::gauge!("sluice_proxy_in_flight");
-        in_flight.set(0.0);
-        let rejected = metrics::counter!("sluice_proxy_rejected_total");
-        rejected.increment(0);
-        Ok(Self { handle, regions, in_flight, rejected })
-    }
 }
 
 #[cfg(test)]
@@ -733,6 +661,13 @@ mod tests {
         for bad in [&b""[..], b"  ", b"[1]", b"{\"a\":", b"{} {}", b"null"] {
             assert!(check_json(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn include_usage_is_added() {
+        let b = with_include_usage(br#"{"model":"m","stream":true,"stream_options":{"x":1}}"#).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["stream_options"], json!({"x": 1, "include_usage": true}));
     }
 
     #[test]

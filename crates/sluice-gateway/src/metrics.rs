@@ -1,0 +1,269 @@
+//! The gateway's own HTTP metrics, through the `metrics` facade: calls per endpoint, model
+//! and status, in flight, refused, disconnected, tokens and cost. Per-region instruments are
+//! registered once so that the request path only bumps atomics.
+
+use std::{collections::HashSet, sync::Arc};
+
+use metrics::{Counter, Gauge, Histogram};
+use parking_lot::RwLock;
+use sluice_client::Client;
+
+use crate::usage::Usage;
+
+/// Most distinct `model` label values; everything else is `other`.
+pub const MAX_MODEL_LABELS: usize = 256;
+
+/// Per-region instruments.
+#[derive(Debug)]
+pub(crate) struct RegionMetrics {
+    pub(crate) requests: Counter,
+    pub(crate) errors: Counter,
+    pub(crate) latency: Histogram,
+    pub(crate) ejections: Counter,
+    pub(crate) cooldowns: Counter,
+    pub(crate) state: Gauge,
+    pub(crate) eligible: Gauge,
+}
+
+/// The gateway's instruments.
+#[derive(Debug)]
+pub(crate) struct GatewayMetrics {
+    pub(crate) regions: Vec<RegionMetrics>,
+    pub(crate) in_flight: Gauge,
+    pub(crate) rejected: Counter,
+    pub(crate) overloaded: Counter,
+    pub(crate) disconnect_before_answer: Counter,
+    pub(crate) disconnect_mid_answer: Counter,
+    models: ModelLabels,
+}
+
+/// The models that may appear as a `model` label.
+#[derive(Debug, Default)]
+pub(crate) struct ModelLabels {
+    known: RwLock<HashSet<Arc<str>>>,
+}
+
+/// A price per million tokens, in the currency the operator chose.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Price {
+    /// Per million input tokens.
+    pub input: f64,
+    /// Per million output tokens.
+    pub output: f64,
+    /// Per million cached input tokens (defaults to the input price).
+    pub cached_input: Option<f64>,
+}
+
+/// Prices by model, optionally per region.
+#[derive(Debug, Clone, Default)]
+pub struct Prices {
+    entries: Vec<(Option<String>, String, Price)>,
+}
+
+impl Prices {
+    /// No prices: no cost counter.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A price for `model` in every region (`region = None`) or in one.
+    pub fn set(mut self, region: Option<&str>, model: &str, price: Price) -> Self {
+        self.entries.push((region.map(str::to_owned), model.to_owned(), price));
+        self
+    }
+
+    /// The price of `model` in `region`: the region's own first, then the general one.
+    pub fn get(&self, region: &str, model: &str) -> Option<Price> {
+        let mut general = None;
+        for (r, m, p) in &self.entries {
+            if m == model {
+                match r {
+                    Some(r) if r == region => return Some(*p),
+                    None => general = Some(*p),
+                    _ => {}
+                }
+            }
+        }
+        general
+    }
+
+    /// The models priced, for the `model` label.
+    pub(crate) fn models(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|(_, m, _)| m.as_str())
+    }
+
+    /// Whether no price is set.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+impl ModelLabels {
+    pub(crate) fn add<'a>(&self, models: impl IntoIterator<Item = &'a str>) {
+        let mut known = self.known.write();
+        for m in models {
+            if known.len() >= MAX_MODEL_LABELS {
+                break;
+            }
+            if !m.is_empty() && !known.contains(m) {
+                known.insert(Arc::from(m));
+            }
+        }
+    }
+
+    /// The label for `model`: itself when known, else `other`.
+    pub(crate) fn label(&self, model: Option<&str>) -> Arc<str> {
+        match model {
+            None | Some("") => Arc::from("none"),
+            Some(m) => self.known.read().get(m).cloned().unwrap_or_else(|| Arc::from("other")),
+        }
+    }
+}
+
+impl GatewayMetrics {
+    /// Registers the instruments with the installed `metrics` recorder.
+    pub(crate) fn new(client: &Client) -> Self {
+        describe();
+        let regions = client
+            .snapshot()
+            .nodes()
+            .iter()
+            .map(|n| {
+                let id = n.region().id().to_owned();
+                let m = RegionMetrics {
+                    requests: metrics::counter!("sluice_requests_total", "region" => id.clone()),
+                    errors: metrics::counter!("sluice_errors_total", "region" => id.clone()),
+                    latency: metrics::histogram!("sluice_request_duration_seconds", "region" => id.clone()),
+                    ejections: metrics::counter!("sluice_region_ejections_total", "region" => id.clone()),
+                    cooldowns: metrics::counter!("sluice_region_cooldowns_total", "region" => id.clone()),
+                    state: metrics::gauge!("sluice_region_health_state", "region" => id.clone()),
+                    eligible: metrics::gauge!("sluice_region_eligible", "region" => id),
+                };
+                // Make every series visible from the first scrape.
+                for c in [&m.requests, &m.errors, &m.ejections, &m.cooldowns] {
+                    c.increment(0);
+                }
+                m.eligible.set(1.0);
+                m
+            })
+            .collect();
+        let in_flight = metrics::gauge!("sluice_proxy_in_flight");
+        in_flight.set(0.0);
+        let rejected = metrics::counter!("sluice_proxy_rejected_total");
+        rejected.increment(0);
+        let overloaded = metrics::counter!("sluice_proxy_overloaded_total");
+        overloaded.increment(0);
+        let disconnect_before_answer = metrics::counter!("sluice_proxy_disconnects_total", "stage" => "before_answer");
+        let disconnect_mid_answer = metrics::counter!("sluice_proxy_disconnects_total", "stage" => "mid_answer");
+        disconnect_before_answer.increment(0);
+        disconnect_mid_answer.increment(0);
+        Self {
+            regions,
+            in_flight,
+            rejected,
+            overloaded,
+            disconnect_before_answer,
+            disconnect_mid_answer,
+            models: ModelLabels::default(),
+        }
+    }
+
+    pub(crate) fn models(&self) -> &ModelLabels {
+        &self.models
+    }
+
+    /// Counts one finished call.
+    pub(crate) fn call(&self, endpoint: &'static str, model: &Arc<str>, status: &'static str) {
+        metrics::counter!("sluice_proxy_calls_total", "endpoint" => endpoint, "model" => model.to_string(), "status" => status)
+            .increment(1);
+    }
+
+    /// Counts the tokens (and the cost, when priced) of one answer.
+    pub(crate) fn usage(&self, region: &str, model: &Arc<str>, usage: Usage, prices: &Prices, price_model: &str) {
+        let m = model.to_string();
+        let r = region.to_owned();
+        for (kind, n) in [("input", usage.input), ("output", usage.output), ("cached_input", usage.cached)] {
+            if n > 0 {
+                metrics::counter!("sluice_tokens_total", "region" => r.clone(), "model" => m.clone(), "kind" => kind)
+                    .increment(n);
+            }
+        }
+        if let Some(p) = prices.get(region, price_model) {
+            let cached = usage.cached.min(usage.input);
+            let cost = (usage.input - cached) as f64 * p.input
+                + cached as f64 * p.cached_input.unwrap_or(p.input)
+                + usage.output as f64 * p.output;
+            // Per million tokens, counted in millionths of the currency unit: the token
+            // count times the price is already in millionths.
+            metrics::counter!("sluice_cost_micros_total", "region" => r, "model" => m).increment(cost.round() as u64);
+        }
+    }
+}
+
+/// The `status` label: a fixed set of values.
+pub(crate) fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        201 => "201",
+        204 => "204",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        408 => "408",
+        409 => "409",
+        413 => "413",
+        422 => "422",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        s if s < 300 => "2xx",
+        s if s < 400 => "3xx",
+        s if s < 500 => "4xx",
+        _ => "5xx",
+    }
+}
+
+fn describe() {
+    metrics::describe_counter!("sluice_requests_total", "Attempts sent to a region (failed ones included).");
+    metrics::describe_counter!("sluice_errors_total", "Failed attempts and broken streams, per region.");
+    metrics::describe_histogram!(
+        "sluice_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "Time from the call's start to the answer's head (first chunk for streams), per serving region."
+    );
+    metrics::describe_gauge!(
+        "sluice_region_health_state",
+        "0 unknown, 1 healthy, 2 slow start, 3 cooldown, 4 ejected, 5 unhealthy, 6 drained."
+    );
+    metrics::describe_gauge!("sluice_region_eligible", "1 when the region takes new calls.");
+    metrics::describe_counter!("sluice_region_ejections_total", "Passive outlier ejections.");
+    metrics::describe_counter!("sluice_region_cooldowns_total", "Retry-After cooldowns started.");
+    metrics::describe_gauge!("sluice_proxy_in_flight", "Calls and streams in progress.");
+    metrics::describe_counter!(
+        "sluice_proxy_rejected_total",
+        "Calls refused by the gateway itself (400, 401, 413, 503)."
+    );
+    metrics::describe_counter!(
+        "sluice_proxy_overloaded_total",
+        "Calls refused because max_concurrent_calls were running."
+    );
+    metrics::describe_counter!(
+        "sluice_proxy_disconnects_total",
+        "Callers that went away; their upstream call was cancelled. stage: before_answer or mid_answer."
+    );
+    metrics::describe_counter!(
+        "sluice_proxy_calls_total",
+        "Finished calls by endpoint, model (configured or listed models, else other) and status."
+    );
+    metrics::describe_counter!(
+        "sluice_tokens_total",
+        "Tokens by region, model and kind (input, output, cached_input)."
+    );
+    metrics::describe_counter!(
+        "sluice_cost_micros_total",
+        "Cost in millionths of the price currency, by region and model, from [prices]."
+    );
+}
