@@ -190,6 +190,7 @@ impl GatewayBuilder {
             request_ids: AtomicU64::new(0),
             request_prefix: seed ^ std::process::id().rotate_left(16),
         });
+        shared.learn_models();
         if tokio::runtime::Handle::try_current().is_ok() {
             tokio::spawn(background(Arc::downgrade(&shared)));
         }
@@ -273,6 +274,13 @@ impl Shared {
         }
     }
 
+    /// Adds the models regions list (from configuration or their `/models` answers) to the
+    /// `model` label values, up to the label bound.
+    fn learn_models(&self) {
+        let lists = self.client.region_models();
+        self.metrics.models().add(lists.iter().filter_map(|(_, m)| m.as_ref()).flatten().map(String::as_str));
+    }
+
     /// A new request id, unique within the process and unlikely to repeat across restarts.
     pub(crate) fn request_id(&self) -> String {
         let n = self.request_ids.fetch_add(1, Ordering::Relaxed);
@@ -303,12 +311,11 @@ async fn background(shared: Weak<Shared>) {
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
             },
             _ = tick.tick() => {
-                if shared.strong_count() == 0 {
-                    return;
-                }
+                let Some(s) = shared.upgrade() else { return };
                 if let Some(h) = &upkeep {
                     h.run_upkeep();
                 }
+                s.learn_models();
             }
         }
     }

@@ -134,7 +134,6 @@ impl IdempotencyStore {
         self.inner.lock().entries.len()
     }
 
-
     /// Answer bytes held now.
     #[cfg(test)]
     pub(crate) fn bytes(&self) -> usize {

@@ -22,7 +22,8 @@ pub use self::{
     idempotency::{DEFAULT_IDEMPOTENCY_BYTES, DEFAULT_IDEMPOTENCY_KEYS, DEFAULT_IDEMPOTENCY_TTL},
     metrics::{MAX_MODEL_LABELS, Price, Prices},
     proxy::{
-        ATTEMPTS_HEADER, LOCATION_HEADER, MODEL_HEADER, REGION_HEADER, REPLAY_HEADER, REQUEST_ID_HEADER, parse_location,
+        ATTEMPTS_HEADER, LOCATION_HEADER, MODEL_HEADER, REGION_HEADER, REPLAY_HEADER, REQUEST_ID_HEADER, ZONES_HEADER,
+        parse_location,
     },
     region_state::{RegionState, now},
     serve::{DEFAULT_HEADER_READ_TIMEOUT, ServeOptions, bind, serve},

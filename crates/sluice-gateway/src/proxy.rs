@@ -27,6 +27,8 @@ pub const REGION_HEADER: &str = "x-sluice-region";
 pub const ATTEMPTS_HEADER: &str = "x-sluice-attempts";
 /// Request header: the caller's location, `LAT,LON` in degrees.
 pub const LOCATION_HEADER: &str = "x-sluice-location";
+/// Request header: the residency zones the call may use, comma-separated (`eu` or `eu,uk`).
+pub const ZONES_HEADER: &str = "x-sluice-zones";
 /// Response header: Sluice's id for the call (the upstream's `x-request-id` passes unchanged).
 pub const REQUEST_ID_HEADER: &str = "x-sluice-request-id";
 /// Response header: the model that served the call.
@@ -133,6 +135,9 @@ async fn handle(
         }
     };
     guard.set_model(shared.metrics.models().label(fields.model.as_deref()));
+    if let Some(model) = &fields.model {
+        options = options.model(model.clone());
+    }
     if route.deliver_once {
         options = options.deliver_once();
     }
@@ -366,7 +371,7 @@ fn answer(shared: &Arc<Shared>, call: &Call, resp: RawResponse, mut guard: CallG
         headers.insert(REGION_HEADER, v);
     }
     headers.insert(ATTEMPTS_HEADER, HeaderValue::from(meta.attempts));
-    let served_model = call.fields.model.clone();
+    let served_model = meta.model.as_deref().map(str::to_owned).or_else(|| call.fields.model.clone());
     if let Some(model) = &served_model
         && let Ok(v) = HeaderValue::from_str(model)
     {
@@ -528,6 +533,20 @@ fn call_options(headers: &HeaderMap, shared: &Shared) -> Result<CallOptions, Box
             }
         }
     }
+    if let Some(v) = headers.get(ZONES_HEADER) {
+        let Ok(text) = v.to_str() else {
+            return Err(Box::new(openai_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                Some("invalid_zones"),
+                &format!("{ZONES_HEADER} must be a comma-separated list of zone names"),
+            )));
+        };
+        let zones: Vec<&str> = text.split(',').map(str::trim).filter(|z| !z.is_empty()).collect();
+        if !zones.is_empty() {
+            options = options.zones(zones);
+        }
+    }
     Ok(options)
 }
 
@@ -620,6 +639,15 @@ fn error_response(e: &Error, all_out: bool, note: Option<&str>) -> Response {
         }
         ErrorKind::Timeout { .. } | ErrorKind::DeadlineExceeded => {
             openai_error(StatusCode::GATEWAY_TIMEOUT, "server_error", Some("upstream_timeout"), &message)
+        }
+        ErrorKind::ModelNotFound { .. } => {
+            openai_error(StatusCode::NOT_FOUND, "invalid_request_error", Some("model_not_found"), &message)
+        }
+        ErrorKind::NoRegionInZones { .. } => {
+            let mut r =
+                openai_error(StatusCode::SERVICE_UNAVAILABLE, "server_error", Some("no_region_in_zones"), &message);
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            r
         }
         ErrorKind::UnknownRegion { .. } => {
             openai_error(StatusCode::BAD_REQUEST, "invalid_request_error", Some("unknown_region"), &message)
