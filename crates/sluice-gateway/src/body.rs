@@ -39,6 +39,9 @@ pub(crate) struct Findings {
 
 /// Called once when the body ends cleanly.
 pub(crate) type OnEnd = Box<dyn FnOnce(Findings) + Send>;
+/// Called once when the new object's id is known (before the body ends, so that a caller's
+/// follow-up right after the answer finds it).
+pub(crate) type OnId = Box<dyn FnOnce(&str) + Send>;
 
 /// Counts a call once, however it ends: in flight while alive; a drop before the end is a
 /// caller who went away (the upstream call is dropped with it).
@@ -99,6 +102,9 @@ pub(crate) struct ProxyBody {
     errors: Option<Counter>,
     guard: Option<CallGuard>,
     on_end: Option<OnEnd>,
+    on_id: Option<OnId>,
+    expected: Option<usize>,
+    seen: usize,
     pending: BytesMut,
     kept: Vec<u8>,
     tail: Vec<u8>,
@@ -117,6 +123,8 @@ impl ProxyBody {
         errors: Option<Counter>,
         guard: CallGuard,
         on_end: OnEnd,
+        on_id: Option<OnId>,
+        expected: Option<usize>,
     ) -> Self {
         Self {
             inner,
@@ -126,6 +134,9 @@ impl ProxyBody {
             errors,
             guard: Some(guard),
             on_end: Some(on_end),
+            on_id,
+            expected,
+            seen: 0,
             pending: BytesMut::new(),
             kept: Vec::new(),
             tail: Vec::new(),
@@ -147,6 +158,9 @@ impl ProxyBody {
             }
             if self.findings.id.is_none() && crate::usage::contains(data, b"\"response\"") {
                 self.findings.id = event_response_id(data);
+                if let (Some(id), Some(f)) = (&self.findings.id, self.on_id.take()) {
+                    f(id);
+                }
             }
             if has_usage_object(data) {
                 if let Some(u) = Usage::find_last(data) {
@@ -205,6 +219,9 @@ impl ProxyBody {
             self.findings.usage = Usage::find_last(&self.tail);
             if self.keep_whole {
                 self.findings.id = answer_id(&self.kept);
+                if let (Some(id), Some(f)) = (&self.findings.id, self.on_id.take()) {
+                    f(id);
+                }
             }
         }
         if let Some(f) = self.on_end.take() {
@@ -280,6 +297,11 @@ impl Stream for ProxyBody {
                         }
                     }
                     self.look(&bytes);
+                    self.seen += bytes.len();
+                    if self.expected == Some(self.seen) && self.on_end.is_some() {
+                        // The whole answer is here: account for it before the caller can act.
+                        self.end();
+                    }
                     return Poll::Ready(Some(Ok(bytes)));
                 }
                 Some(Err(e)) => {
@@ -300,6 +322,10 @@ impl Stream for ProxyBody {
                     }
                     self.done = true;
                     return Poll::Ready(Some(Err(io::Error::other(e.to_string()))));
+                }
+                None if self.on_end.is_none() && self.guard.is_none() => {
+                    self.done = true;
+                    return Poll::Ready(None);
                 }
                 None => {
                     // A last event without its blank line.

@@ -390,21 +390,26 @@ fn answer(shared: &Arc<Shared>, call: &Call, resp: RawResponse, mut guard: CallG
                 let label = shared.metrics.models().label(Some(&model));
                 shared.metrics.usage(&region, &label, usage, &shared.prices, &model);
             }
-            if status.is_success() {
-                if route.creates
-                    && let Some(id) = &found.id
-                {
-                    shared.states.insert(id, Arc::clone(&region), Instant::now());
-                }
-                if route.deletes
-                    && let Some(id) = &route.object
-                {
-                    shared.states.remove(id);
-                }
+            if status.is_success()
+                && route.deletes
+                && let Some(id) = &route.object
+            {
+                shared.states.remove(id);
             }
         })
     };
     let keep_whole = call.route.creates && !sse;
+    let on_id: Option<crate::body::OnId> = (call.route.creates && status.is_success()).then(|| {
+        let shared = Arc::clone(shared);
+        let region: Arc<str> = Arc::clone(&meta.region);
+        Box::new(move |id: &str| shared.states.insert(id, region, Instant::now())) as crate::body::OnId
+    });
+    let expected = resp
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .filter(|_| !sse && !call.hide_usage_chunk);
     let body = ProxyBody::new(
         resp.body,
         sse,
@@ -413,6 +418,8 @@ fn answer(shared: &Arc<Shared>, call: &Call, resp: RawResponse, mut guard: CallG
         region.map(|m| m.errors.clone()),
         guard,
         on_end,
+        on_id,
+        expected,
     );
     let mut response = Response::new(Body::from_stream(body));
     *response.status_mut() = status;
