@@ -10,7 +10,8 @@ use std::{
 use crate::project_root;
 
 /// Balancing strategies that `docs/architecture.md` must describe.
-const STRATEGIES: &[&str] = &["weighted round-robin", "least-connections", "response-time", "adaptive", "geo-nearest"];
+const STRATEGIES: &[&str] =
+    &["locality", "weighted round-robin", "least-connections", "response-time", "adaptive", "geo-nearest"];
 
 /// Macros that must not be committed. Split so that this file does not flag itself.
 const FORBIDDEN_MACROS: &[&str] = &[concat!("dbg", "!("), concat!("todo", "!("), concat!("unimplemented", "!(")];

@@ -6,6 +6,7 @@ mod adaptive;
 mod error;
 mod geo;
 mod least_connections;
+mod locality;
 mod response_time;
 mod rng;
 mod select;
@@ -22,6 +23,11 @@ pub use self::{
     error::ConfigError,
     geo::{DEFAULT_FASTER_RATIO, DEFAULT_MIN_GAIN, DEFAULT_SLACK_KM, GeoNearest},
     least_connections::{DEFAULT_FULL_SCAN_MAX, LeastConnections},
+    locality::{
+        DEFAULT_ASSUMED_LIMIT, DEFAULT_LOCATION_CELL_DEG, DEFAULT_RTT_REFRESH, DEFAULT_SLOWER_MARGIN, DEFAULT_TIER_KM,
+        DEFAULT_TIER_RTT, ESTABLISHED_SAMPLES, EXPLORE_CALLS, LOCATION_CACHE_SLOTS, Locality, LocalityBuilder,
+        STACK_NODES,
+    },
     response_time::{DEFAULT_COLD_START_LATENCY, DEFAULT_REFRESH, LATENCY_FLOOR, ResponseTimeWeighted},
     strategy::{Strategy, StrategyKind},
     view::{Caller, PickView},

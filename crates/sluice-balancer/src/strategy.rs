@@ -4,7 +4,9 @@ use std::{fmt, str::FromStr};
 
 use sluice_region_model::NodeId;
 
-use crate::{Adaptive, ConfigError, GeoNearest, LeastConnections, PickView, ResponseTimeWeighted, WeightedRoundRobin};
+use crate::{
+    Adaptive, ConfigError, GeoNearest, LeastConnections, Locality, PickView, ResponseTimeWeighted, WeightedRoundRobin,
+};
 
 /// Chooses a node for one call.
 ///
@@ -13,6 +15,9 @@ use crate::{Adaptive, ConfigError, GeoNearest, LeastConnections, PickView, Respo
 /// call, so a strategy only ranks what it is given.
 ///
 /// Implementations in this crate:
+/// * [`Locality`] (the default): the nearest healthy region with room, spilling to the next
+///   tier of nearness only when it is at its limit, ramping up, failing or clearly slower;
+///   P2C within a tier, O(1) from a per-caller-location cache.
 /// * [`WeightedRoundRobin`]: smooth (nginx) weighted round-robin, O(1).
 /// * [`LeastConnections`]: fewest in-flight calls per unit of weight; full scan for small views,
 ///   power of two choices above, O(1).
@@ -53,11 +58,15 @@ impl<S: Strategy + ?Sized> Strategy for std::sync::Arc<S> {
 
 /// The built-in strategies by name, for configuration files and command lines.
 ///
-/// Names: `weighted-round-robin`, `least-connections`, `response-time`, `adaptive`,
-/// `geo-nearest` (also `wrr`, `least-conn`, `rt`, `geo`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Names: `locality` (the default, [`StrategyKind::default`]), `weighted-round-robin`,
+/// `least-connections`, `response-time`, `adaptive`, `geo-nearest` (also `wrr`, `least-conn`,
+/// `rt`, `geo`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum StrategyKind {
+    /// [`Locality`], the default.
+    #[default]
+    Locality,
     /// [`WeightedRoundRobin`].
     WeightedRoundRobin,
     /// [`LeastConnections`].
@@ -74,7 +83,8 @@ pub enum StrategyKind {
 
 impl StrategyKind {
     /// Every built-in strategy, in documentation order.
-    pub const ALL: [StrategyKind; 5] = [
+    pub const ALL: [StrategyKind; 6] = [
+        StrategyKind::Locality,
         StrategyKind::WeightedRoundRobin,
         StrategyKind::LeastConnections,
         StrategyKind::ResponseTime,
@@ -82,11 +92,13 @@ impl StrategyKind {
         StrategyKind::GeoNearest,
     ];
 
-    const NAMES: &'static str = "weighted-round-robin, least-connections, response-time, adaptive, geo-nearest";
+    const NAMES: &'static str =
+        "locality, weighted-round-robin, least-connections, response-time, adaptive, geo-nearest";
 
     /// The canonical name, equal to the built strategy's [`Strategy::name`].
     pub fn name(self) -> &'static str {
         match self {
+            StrategyKind::Locality => "locality",
             StrategyKind::WeightedRoundRobin => "weighted-round-robin",
             StrategyKind::LeastConnections => "least-connections",
             StrategyKind::ResponseTime => "response-time",
@@ -98,6 +110,7 @@ impl StrategyKind {
     /// Builds the strategy with its default settings.
     pub fn build(self) -> Box<dyn Strategy> {
         match self {
+            StrategyKind::Locality => Box::new(Locality::new()),
             StrategyKind::WeightedRoundRobin => Box::new(WeightedRoundRobin::new()),
             StrategyKind::LeastConnections => Box::new(LeastConnections::new()),
             StrategyKind::ResponseTime => Box::new(ResponseTimeWeighted::new()),
@@ -127,6 +140,7 @@ impl FromStr for StrategyKind {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(match s.trim().to_ascii_lowercase().replace('_', "-").as_str() {
+            "locality" | "locality-first" | "default" => StrategyKind::Locality,
             "weighted-round-robin" | "wrr" | "round-robin" => StrategyKind::WeightedRoundRobin,
             "least-connections" | "least-conn" | "least-request" => StrategyKind::LeastConnections,
             "response-time" | "response-time-weighted" | "rt" | "peak-ewma" => StrategyKind::ResponseTime,
@@ -149,6 +163,8 @@ mod tests {
             assert_eq!(kind.build_seeded(1).name(), kind.name());
         }
         assert_eq!("WRR".parse::<StrategyKind>().unwrap(), StrategyKind::WeightedRoundRobin);
+        assert_eq!(StrategyKind::default(), StrategyKind::Locality);
+        assert_eq!("default".parse::<StrategyKind>().unwrap(), StrategyKind::default());
         let err = "fastest".parse::<StrategyKind>().unwrap_err();
         assert!(err.to_string().starts_with("unknown strategy `fastest`"), "{err}");
     }

@@ -24,9 +24,11 @@ fn picks_do_not_allocate() {
     let caller = GeoPoint::new(37.5, 127.0);
     let mut entropy = EntropySource::new(1);
     let now = t0 + Duration::from_secs(2);
-    // Warm up: the WRR inside `strategies` builds its table on the first pick.
+    // Warm up: the WRR inside `strategies` builds its table on the first pick, and locality
+    // builds the nearness order of a caller's place on the first pick from there.
     for s in &strategies {
         s.pick(&PickView::all(&snapshot, now, 0));
+        s.pick(&PickView::all(&snapshot, now, 0).with_caller(caller));
     }
 
     let _profiler = dhat::Profiler::builder().testing().build();
@@ -43,7 +45,7 @@ fn picks_do_not_allocate() {
         }
     }
     let after = dhat::HeapStats::get();
-    assert_eq!(picked, 60_000);
+    assert_eq!(picked, 10_000 * (StrategyKind::ALL.len() + 1));
     assert_eq!(
         after.total_blocks - before.total_blocks,
         0,

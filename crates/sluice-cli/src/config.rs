@@ -402,7 +402,7 @@ impl Config {
                     StrategyKind::from_str(name.get_ref()).map_err(|e| fail(Some(name.span()), None, e.to_string()))?;
                 (kind, s.get_ref().seed)
             }
-            None => (StrategyKind::Adaptive, None),
+            None => (StrategyKind::default(), None),
         };
 
         let mut probing = true;
@@ -964,7 +964,7 @@ lon = -77.0
     fn the_documented_shape_parses() {
         let c = Config::parse("c.toml", GOOD).unwrap();
         assert_eq!(c.region_ids(), ["ap-northeast-2", "us-east-1"]);
-        assert_eq!(c.strategy(), StrategyKind::Adaptive);
+        assert_eq!(c.strategy(), StrategyKind::Locality);
         assert!(c.probing());
         assert_eq!(c.regions().next().unwrap().name(), "Seoul");
     }

@@ -7,7 +7,7 @@ use std::{
 };
 
 use parking_lot::Mutex;
-use sluice_balancer::{Adaptive, Caller, Strategy};
+use sluice_balancer::{Caller, Locality, Strategy};
 use sluice_health::{HealthMonitor, OutlierConfig, Probe, ProbeConfig};
 use sluice_region_model::{ApiKey, GeoPoint, Region, Snapshot};
 
@@ -24,7 +24,7 @@ use crate::{
 
 /// Configures a [`Client`]. Every setting is checked by [`build`](Self::build).
 ///
-/// Defaults: the [`Adaptive`] strategy; active probing with `GET {endpoint}/models` through
+/// Defaults: the [`Locality`] strategy (nearest healthy region with room); active probing with `GET {endpoint}/models` through
 /// each region's [`Provider`] (which also learns the models each region lists) and default
 /// [`ProbeConfig`]; every region an OpenAI-style [`Provider`], no aliases or fallbacks; default [`OutlierConfig`]; [`FailoverPolicy::default`]
 /// (3 attempts, 20 % retry budget plus 10/s, rescue on, no hedging); [`Timeouts::default`].
@@ -79,7 +79,7 @@ impl ClientBuilder {
         self
     }
 
-    /// The balancing strategy. Default: [`Adaptive`].
+    /// The balancing strategy. Default: [`Locality`].
     pub fn strategy(mut self, strategy: Box<dyn Strategy>) -> Self {
         self.strategy = Some(strategy);
         self
@@ -253,7 +253,7 @@ impl ClientBuilder {
             snapshot,
             regions,
             health,
-            strategy: self.strategy.unwrap_or_else(|| Box::new(Adaptive::new())),
+            strategy: self.strategy.unwrap_or_else(|| Box::new(Locality::new())),
             http,
             keys,
             policy: self.policy,

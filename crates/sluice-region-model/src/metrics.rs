@@ -24,24 +24,31 @@ pub const DEFAULT_ERROR_ALPHA: f64 = 0.1;
 /// Weight of one sample in the probe round-trip estimate.
 const PROBE_RTT_ALPHA: f64 = 0.3;
 
-/// Weight of one successful call's latency in the baseline that the latency estimate decays
-/// towards.
-pub const DEFAULT_BASELINE_ALPHA: f64 = 0.1;
+/// Smallest weight of one successful call's latency in the baseline (the node's usual
+/// latency, which the latency estimate decays towards). The first samples weigh `1/n` (a plain
+/// mean).
+pub const DEFAULT_BASELINE_ALPHA: f64 = 0.02;
 
 /// Multiplicative decrease of the learned concurrency limit on a 429 (AIMD, as Netflix's
 /// concurrency-limits `AIMDLimit`).
 pub const DEFAULT_LIMIT_BACKOFF: f64 = 0.9;
 
-/// Additive increase of the learned concurrency limit: it grows by this much per `limit`
-/// successful calls that found the limit nearly reached, i.e. by about this much per round of
-/// calls at the limit.
-pub const DEFAULT_LIMIT_INCREASE: f64 = 0.5;
+/// How long the learned concurrency limit takes to grow back to where it was at the last
+/// 429 (the `K` of TCP CUBIC, RFC 9438): 20 s. It regrows along a cubic, fast at first, flat
+/// near the old limit, then faster again beyond it, so a region that throttles at a fixed
+/// level is probed about once per 20 s instead of in a sawtooth.
+pub const DEFAULT_LIMIT_REGROWTH: Duration = Duration::from_secs(20);
+
+/// Past the old limit, the learned limit doubles every this long (see
+/// [`DEFAULT_LIMIT_REGROWTH`]).
+pub const LIMIT_PROBE_DOUBLING: Duration = Duration::from_secs(5);
+
+/// 429s within this long of the one that lowered the limit belong to the same overload (the
+/// calls that were already on their way) and lower it only once.
+pub const LIMIT_DROP_WINDOW: Duration = Duration::from_secs(1);
 
 /// The learned limit never falls below this.
 pub const MIN_CONCURRENCY_LIMIT: f64 = 1.0;
-
-/// The learned limit grows only on successes that found at least this share of it in use.
-const LIMIT_NEAR: f64 = 0.9;
 
 /// Failures in a row from which a node counts as failing (see [`NodeMetrics::is_failing`]).
 pub const FAILING_STREAK: u32 = 3;
@@ -86,11 +93,16 @@ const DECAY_SKIP_NS: u64 = 1_000_000;
 /// # Concurrency limit
 /// How many calls the node serves at once: a configured limit
 /// ([`set_max_concurrency`](Self::set_max_concurrency), from `Region::with_max_concurrency`),
-/// and a limit learned by AIMD (Netflix concurrency-limits): unknown until the first 429, which
-/// sets it to [`DEFAULT_LIMIT_BACKOFF`] × the calls then in flight; each later 429 multiplies
-/// it by [`DEFAULT_LIMIT_BACKOFF`]; successes that find it nearly reached raise it by
-/// [`DEFAULT_LIMIT_INCREASE`] per round of calls. The learned limit never exceeds the
-/// configured one. [`concurrency_limit`](Self::concurrency_limit) is the smaller of the two.
+/// and a limit learned from 429s, with multiplicative decrease as in AIMD (Netflix
+/// concurrency-limits) and a cubic regrowth as in TCP CUBIC: unknown until the first 429,
+/// which sets it to [`DEFAULT_LIMIT_BACKOFF`] × the calls then in flight; each later 429
+/// (one per [`LIMIT_DROP_WINDOW`]) sets it to [`DEFAULT_LIMIT_BACKOFF`] × the smaller of
+/// itself and the calls in flight; successes let
+/// it regrow along `W(t) = W_max · (1 + (1 − backoff) · ((t − K) / K)³)` up to `t = K`
+/// (CUBIC's concave approach), where `W_max` is the limit before the last 429, `t` the time
+/// since and `K` = [`DEFAULT_LIMIT_REGROWTH`], and past it double every
+/// [`LIMIT_PROBE_DOUBLING`].
+/// The learned limit never exceeds the configured one. [`concurrency_limit`](Self::concurrency_limit) is the smaller of the two.
 /// Limits are advice for strategies (soft): nothing here refuses a call.
 ///
 /// # Layout
@@ -102,6 +114,8 @@ pub struct NodeMetrics {
     latency_bits: AtomicU64,
     /// EWMA of successful latencies, the target of the latency decay; NaN = none.
     baseline_bits: AtomicU64,
+    /// When the baseline last moved, nanoseconds since the epoch.
+    baseline_at: AtomicU64,
     updated_at: AtomicU64,
     /// `1 / decay_ns`, so that the read path multiplies instead of dividing.
     inv_decay_ns: f64,
@@ -124,6 +138,10 @@ pub struct NodeMetrics {
     configured_limit: AtomicU32,
     /// The learned limit as `f64` bits; NaN = none. Written under `estimate_lock`.
     learned_limit_bits: AtomicU64,
+    /// The limit before the last 429 (`W_max`), as `f64` bits.
+    limit_max_bits: AtomicU64,
+    /// When the last 429 lowered the limit, nanoseconds since the epoch plus one; 0 = never.
+    limit_drop_at: AtomicU64,
     successes: AtomicU64,
     failures: AtomicU64,
     slow_start_window_ns: AtomicU64,
@@ -157,10 +175,13 @@ impl NodeMetrics {
             slow_start_floor_bits: AtomicU64::new(1.0f64.to_bits()),
             latency_bits: AtomicU64::new(NO_SAMPLE),
             baseline_bits: AtomicU64::new(NO_SAMPLE),
+            baseline_at: AtomicU64::new(0),
             limit_bits: AtomicU64::new(f64::INFINITY.to_bits()),
             last_failure: AtomicU64::new(0),
             configured_limit: AtomicU32::new(0),
             learned_limit_bits: AtomicU64::new(NO_SAMPLE),
+            limit_max_bits: AtomicU64::new(NO_SAMPLE),
+            limit_drop_at: AtomicU64::new(0),
             error_bits: AtomicU64::new(0.0f64.to_bits()),
             updated_at: AtomicU64::new(0),
             probe_rtt_bits: AtomicU64::new(NO_SAMPLE),
@@ -225,23 +246,47 @@ impl NodeMetrics {
     }
 
     /// Records a 429 (Too Many Requests): the learned concurrency limit drops by
-    /// [`DEFAULT_LIMIT_BACKOFF`], starting from the calls in flight if none was learned yet.
+    /// [`DEFAULT_LIMIT_BACKOFF`], starting from the calls in flight if none was learned yet;
+    /// 429s within [`LIMIT_DROP_WINDOW`] of that drop do not lower it again.
     ///
     /// Nothing else changes: a 429 is not a failure (the node works; it asks us to slow down),
     /// so neither the error rate nor the latency estimate moves. A Retry-After cooldown is the
     /// health monitor's business.
-    pub fn record_throttle(&self, _now: Instant) {
+    pub fn record_throttle(&self, now: Instant) {
+        let now_ns = self.nanos(now);
         let _lock = self.estimate_lock.lock();
+        let dropped = self.limit_drop_at.load(Ordering::Relaxed);
+        if dropped != 0 && now_ns.saturating_sub(dropped - 1) < duration_nanos(LIMIT_DROP_WINDOW) {
+            return;
+        }
         let learned = f64::from_bits(self.learned_limit_bits.load(Ordering::Relaxed));
         let configured = self.configured_limit.load(Ordering::Relaxed);
-        let current = if learned.is_nan() {
-            let in_flight = f64::from(self.in_flight().max(1));
-            if configured == 0 { in_flight } else { in_flight.min(f64::from(configured)) }
-        } else {
-            learned
-        };
+        // A 429 with `n` other calls in flight says the node's limit is about `n`. (Whether
+        // the throttled call's own guard is still held changes `n` by one, which the backoff
+        // covers.)
+        let in_flight = f64::from(self.in_flight().max(1));
+        let configured_or_inf = if configured == 0 { f64::INFINITY } else { f64::from(configured) };
+        let current = if learned.is_nan() { in_flight } else { learned.min(in_flight) }.min(configured_or_inf);
         let next = (current * DEFAULT_LIMIT_BACKOFF).max(MIN_CONCURRENCY_LIMIT);
+        self.limit_max_bits.store(current.to_bits(), Ordering::Relaxed);
+        self.limit_drop_at.store(now_ns.saturating_add(1), Ordering::Relaxed);
         self.store_learned_limit(next, configured);
+    }
+
+    /// The learned limit's regrowth target `t_ns` after the last drop (see the type docs).
+    fn regrown_limit(&self, t_ns: u64) -> f64 {
+        let w_max = f64::from_bits(self.limit_max_bits.load(Ordering::Relaxed));
+        let k = DEFAULT_LIMIT_REGROWTH.as_nanos() as f64;
+        let x = (t_ns as f64 - k) / k;
+        if x < 0.0 {
+            // Concave back up to the old limit: CUBIC's curve.
+            return w_max * (1.0 + (1.0 - DEFAULT_LIMIT_BACKOFF) * x * x * x);
+        }
+        // Then probing beyond it, doubling every `LIMIT_PROBE_DOUBLING`, so that a region that
+        // stopped throttling gets its share back within seconds; one that still throttles
+        // answers the probe with a 429 as soon as the old limit is passed.
+        let doublings = (t_ns as f64 - k) / LIMIT_PROBE_DOUBLING.as_nanos() as f64;
+        w_max * doublings.min(60.0).exp2()
     }
 
     /// Sets the configured concurrency limit (`None` or 0: none). A learned limit above it
@@ -314,8 +359,13 @@ impl NodeMetrics {
         let sample = latency_ns.filter(|s| s.is_finite() && *s >= 0.0);
         let old_base = f64::from_bits(self.baseline_bits.load(Ordering::Relaxed));
         if success && let Some(sample) = sample {
-            let base = if old_base.is_nan() { sample } else { old_base + DEFAULT_BASELINE_ALPHA * (sample - old_base) };
+            // Every answer weighs the same, however long since the last: weighting answers
+            // after a pause more would bias a rarely used node (noise in one direction would
+            // stick).
+            let alpha = DEFAULT_BASELINE_ALPHA.max(1.0 / self.successes().max(1) as f64);
+            let base = if old_base.is_nan() { sample } else { old_base + alpha * (sample - old_base) };
             self.baseline_bits.store(base.to_bits(), Ordering::Relaxed);
+            self.baseline_at.fetch_max(now_ns, Ordering::Relaxed);
         }
         // Decay the stored estimate towards the baseline over the elapsed time, then blend a
         // real sample in with the weight that interval carries, or take it as a peak.
@@ -327,12 +377,12 @@ impl NodeMetrics {
             None => decayed,
         };
         self.latency_bits.store(latency.to_bits(), Ordering::Relaxed);
-        if success {
+        let dropped = self.limit_drop_at.load(Ordering::Relaxed);
+        if success && dropped != 0 {
             let learned = f64::from_bits(self.learned_limit_bits.load(Ordering::Relaxed));
-            // The call that succeeded still counts when its guard is held; count it either way.
-            if !learned.is_nan() && f64::from(self.in_flight()) + 1.0 >= LIMIT_NEAR * learned {
-                let next = learned + DEFAULT_LIMIT_INCREASE / learned.max(1.0);
-                self.store_learned_limit(next, self.configured_limit.load(Ordering::Relaxed));
+            let target = self.regrown_limit(now_ns.saturating_sub(dropped - 1));
+            if !learned.is_nan() && target.is_finite() && target > learned {
+                self.store_learned_limit(target, self.configured_limit.load(Ordering::Relaxed));
             }
         }
         let err = f64::from_bits(self.error_bits.load(Ordering::Relaxed)) * decay;
@@ -440,6 +490,30 @@ impl NodeMetrics {
     pub fn latency_baseline_ns(&self) -> Option<f64> {
         let v = f64::from_bits(self.baseline_bits.load(Ordering::Relaxed));
         (!v.is_nan()).then_some(v)
+    }
+
+    /// The baseline at `now_ns`, decayed towards `target` over the time since it last moved:
+    /// `target + (baseline - target) · exp(-Δt/τ)`; `None` before the first success.
+    ///
+    /// The usual latency of a node that gets no calls fades towards `target` (a peer's), so a
+    /// region avoided as slow is tried again after a while instead of never.
+    #[inline]
+    pub fn baseline_toward(&self, now_ns: u64, target: f64) -> Option<f64> {
+        let base = f64::from_bits(self.baseline_bits.load(Ordering::Relaxed));
+        if base.is_nan() {
+            return None;
+        }
+        Some(target + (base - target) * self.decay_factor(now_ns, self.baseline_at.load(Ordering::Relaxed)))
+    }
+
+    /// The decayed error rate at `now_ns` (nanoseconds since the epoch).
+    #[inline]
+    pub fn error_rate_at(&self, now_ns: u64) -> f64 {
+        let err = f64::from_bits(self.error_bits.load(Ordering::Relaxed));
+        if err == 0.0 {
+            return 0.0;
+        }
+        err * self.decay_factor(now_ns, self.updated_at.load(Ordering::Relaxed))
     }
 
     /// [`latency_estimate_ns`](Self::latency_estimate_ns) as a `Duration`.
@@ -713,8 +787,8 @@ mod tests {
         // A lower sample at the same instant barely moves it (weight 1 - e^0 = 0).
         m.record_success(10 * MS, t0);
         assert_eq!(m.latency_estimate(t0), Some(500 * MS));
-        // The baseline is the plain EWMA of the three samples.
-        let base = (100e6 + 0.1 * 400e6) + 0.1 * (10e6 - 140e6);
+        // The baseline is the plain mean of the first samples.
+        let base = (100e6 + 500e6 + 10e6) / 3.0;
         assert!((m.latency_baseline_ns().unwrap() - base).abs() < 1.0);
         // After τ, the estimate read alone has decayed by 1/e towards the baseline.
         let t1 = t0 + DEFAULT_METRICS_DECAY;
@@ -733,6 +807,31 @@ mod tests {
         let blended = expect * d + 10e6 * (1.0 - d);
         let est = m.latency_estimate_ns(t1).unwrap();
         assert!((est - blended).abs() < blended * 1e-4, "{est} vs {blended}");
+    }
+
+    #[test]
+    fn baseline_is_a_mean_then_an_ewma_and_a_fresh_sample_wins_after_quiet() {
+        let (m, t0) = metrics();
+        for i in 0..100 {
+            m.record_success(if i % 2 == 0 { 100 * MS } else { 300 * MS }, t0 + i * MS);
+        }
+        let base = m.latency_baseline_ns().unwrap();
+        assert!((base - 200e6).abs() < 10e6, "{base}");
+        // One outlier moves it by the EWMA weight only.
+        let at = t0 + 100 * MS;
+        m.record_success(2200 * MS, at);
+        let moved = m.latency_baseline_ns().unwrap() - base;
+        assert!(moved > 0.0 && moved <= DEFAULT_BASELINE_ALPHA * 2100e6, "{moved}");
+        // Decays towards a peer's value while idle.
+        let later = m.nanos(at + 10 * DEFAULT_METRICS_DECAY);
+        assert!((m.baseline_toward(later, 50e6).unwrap() - 50e6).abs() < 2e4);
+        // After a long quiet spell a sample weighs no more than usual, either way.
+        for (ms, k) in [(5000, 10), (40, 20)] {
+            let before = m.latency_baseline_ns().unwrap();
+            m.record_success(ms * MS, at + k * DEFAULT_METRICS_DECAY);
+            let moved = (m.latency_baseline_ns().unwrap() - before).abs();
+            assert!(moved <= DEFAULT_BASELINE_ALPHA * 5000e6, "{moved}");
+        }
     }
 
     #[test]
@@ -755,17 +854,24 @@ mod tests {
         let guards: Vec<_> = (0..20).map(|_| m.start_request()).collect();
         m.record_throttle(t0);
         assert!((m.learned_limit().unwrap() - 18.0).abs() < 1e-9);
-        m.record_throttle(t0);
+        // The other calls of the same overload do not lower it again...
+        m.record_throttle(t0 + LIMIT_DROP_WINDOW / 2);
+        assert!((m.learned_limit().unwrap() - 18.0).abs() < 1e-9);
+        // ...a later 429 does.
+        m.record_throttle(t0 + LIMIT_DROP_WINDOW);
         assert!((m.learned_limit().unwrap() - 16.2).abs() < 1e-9);
+        let t0 = t0 + LIMIT_DROP_WINDOW;
         assert_eq!(m.concurrency_limit(), m.learned_limit());
-        // A success near the limit raises it by increase / limit.
-        m.record_success(100 * MS, t0);
-        let raised = 16.2 + DEFAULT_LIMIT_INCREASE / 16.2;
-        assert!((m.learned_limit().unwrap() - raised).abs() < 1e-9);
-        // Far below the limit, successes leave it alone.
-        drop(guards);
-        m.record_success(100 * MS, t0);
-        assert!((m.learned_limit().unwrap() - raised).abs() < 1e-9);
+        // Successes let it regrow along the cubic: flat near the old limit, past it later.
+        let k = DEFAULT_LIMIT_REGROWTH;
+        m.record_success(100 * MS, t0 + k / 2);
+        let half = m.learned_limit().unwrap();
+        assert!(half > 16.2 && half < 18.0, "{half}");
+        m.record_success(100 * MS, t0 + k);
+        assert!((m.learned_limit().unwrap() - 18.0).abs() < 1e-3);
+        m.record_success(100 * MS, t0 + k + 2 * LIMIT_PROBE_DOUBLING);
+        let probed = m.learned_limit().unwrap();
+        assert!((probed - 18.0 * 4.0).abs() < 1e-3, "{probed}");
         // A 429 is neither a failure nor a latency peak.
         assert_eq!(m.failures(), 0);
         assert_eq!(m.error_rate(t0), 0.0);
@@ -774,15 +880,19 @@ mod tests {
         m.set_max_concurrency(Some(10));
         assert_eq!(m.max_concurrency(), Some(10));
         assert_eq!(m.concurrency_limit(), Some(10.0));
-        m.record_throttle(t0);
+        m.record_throttle(t0 + 10 * k);
         assert_eq!(m.concurrency_limit(), Some(9.0));
         m.reset_learned_limit();
         assert_eq!(m.concurrency_limit(), Some(10.0));
         m.set_max_concurrency(None);
         assert_eq!(m.concurrency_limit(), None);
+        // A 429 with few calls in flight bounds the limit by them.
+        drop(guards);
+        m.record_throttle(t0 + 12 * k);
+        assert_eq!(m.concurrency_limit(), Some(MIN_CONCURRENCY_LIMIT));
         // Never below the floor.
-        for _ in 0..100 {
-            m.record_throttle(t0);
+        for i in 0..100 {
+            m.record_throttle(t0 + 11 * k + i * LIMIT_DROP_WINDOW);
         }
         assert_eq!(m.concurrency_limit(), Some(MIN_CONCURRENCY_LIMIT));
     }

@@ -241,6 +241,7 @@ impl<'s> Sim<'s> {
         let regions = scenario.regions.iter().map(|r| {
             Region::new(r.id.clone(), format!("https://{}.sim.invalid/v1", r.id), GeoPoint::new(r.lat, r.lon))
                 .with_weight(r.weight)
+                .with_max_concurrency(r.max_concurrency)
         });
         let snapshot = Snapshot::builder()
             .epoch(t0)

@@ -49,6 +49,10 @@ pub struct ScenarioReport {
 pub struct RunReport {
     /// The contender (`oracle`, `naive-baseline` or a strategy name).
     pub strategy: String,
+    /// Whether this is the default strategy (`StrategyKind::default`, what a client uses
+    /// unless told otherwise).
+    #[serde(default)]
+    pub default: bool,
     /// The scenario's name.
     pub scenario: String,
     /// User calls.
@@ -366,6 +370,7 @@ impl Collector {
         let failures = self.tracks.iter().map(|tr| self.failure_report(tr)).collect();
         RunReport {
             strategy: strategy.to_owned(),
+            default: strategy == sluice_balancer::StrategyKind::default().name(),
             scenario: scenario.name.clone(),
             calls,
             succeeded: self.succeeded,

@@ -105,6 +105,12 @@ pub struct RegionSpec {
     /// Configured balancer weight.
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// The concurrency limit the client is configured with for this region
+    /// (`Region::with_max_concurrency`), if any. It is what the operator knows and tells
+    /// Sluice, not a property of the world: the region serves `capacity` calls at once
+    /// whatever this says. Strategies that read limits (the default, `locality`) spill at it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
 }
 
 /// A disturbance during `start_s..end_s`.
@@ -209,6 +215,12 @@ const SERVICE_SIGMA: f64 = 0.6;
 /// The caller of the built-in scenarios: Seoul.
 const SEOUL: Location = Location { lat: 37.5665, lon: 126.978 };
 
+/// The concurrency limit the built-in scenarios configure for a region serving `capacity`
+/// calls at once: exactly that, as an operator who knows the deployment's concurrency.
+fn configured_limit(capacity: u32) -> u32 {
+    capacity
+}
+
 fn default_seed() -> u64 {
     1
 }
@@ -289,6 +301,7 @@ impl Scenario {
                     service_median_ms: SERVICE_MEDIAN_MS,
                     service_sigma: SERVICE_SIGMA,
                     weight: default_weight(),
+                    max_concurrency: Some(configured_limit(capacity)),
                 })
                 .collect(),
             phases: Vec::new(),
@@ -343,6 +356,7 @@ impl Scenario {
                             service_median_ms: SERVICE_MEDIAN_MS,
                             service_sigma: SERVICE_SIGMA,
                             weight: default_weight(),
+                            max_concurrency: Some(configured_limit([1, 2, 4, 8][(i / 5) % 4])),
                         }
                     })
                     .collect();
