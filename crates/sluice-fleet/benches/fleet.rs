@@ -137,6 +137,7 @@ fn call_path(c: &mut Criterion) {
         tokio::time::timeout(Duration::from_secs(20), f.wait_connected(true)).await.expect("connected");
         f
     });
+    paired(&off, &on);
     let mut group = c.benchmark_group("call_path");
     for (name, m) in [("fleet_off", &off), ("fleet_on", &on)] {
         let mut out = Vec::with_capacity(NODES);
@@ -153,6 +154,41 @@ fn call_path(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// The same `select` + `record(Success)` loop on both monitors, in alternating blocks, so
+/// that the load of a shared machine hits both alike; prints the ratio of the medians.
+fn paired(off: &HealthMonitor, on: &HealthMonitor) {
+    const BLOCK: u64 = 20_000;
+    const ROUNDS: usize = 60;
+    let block = |m: &HealthMonitor, out: &mut Vec<NodeId>| {
+        let started = Instant::now();
+        for i in 0..BLOCK {
+            let now = Instant::now();
+            m.select(now, |_| false, out);
+            let node = NodeId::from_index((i % NODES as u64) as u32);
+            m.record(black_box(node), Outcome::Success { latency: Duration::from_millis(800) }, now);
+        }
+        started.elapsed() / BLOCK as u32
+    };
+    let mut out = Vec::with_capacity(NODES);
+    let (mut t_off, mut t_on) = (Vec::with_capacity(ROUNDS), Vec::with_capacity(ROUNDS));
+    for round in 0..ROUNDS {
+        // Alternate which goes first, too.
+        if round % 2 == 0 {
+            t_off.push(block(off, &mut out));
+            t_on.push(block(on, &mut out));
+        } else {
+            t_on.push(block(on, &mut out));
+            t_off.push(block(off, &mut out));
+        }
+    }
+    let (m_off, m_on) = (quantile(&mut t_off, 0.5), quantile(&mut t_on, 0.5));
+    println!(
+        "call path (select + record), paired medians over {ROUNDS} alternating blocks of {BLOCK}: \
+         fleet off {m_off:?}, fleet on {m_on:?}, on/off = {:.3} (target <= 1.05)",
+        m_on.as_secs_f64() / m_off.as_secs_f64()
+    );
 }
 
 criterion_group!(benches, call_path);

@@ -8,3 +8,5 @@ mod commands;
 mod demo;
 // serve, with async-openai as a real third-party client.
 mod serve;
+// serve with [fleet]: two replicas share a Retry-After through a real redis-server.
+mod fleet;
