@@ -465,9 +465,9 @@ impl<'s> Sim<'s> {
         let c = &mut self.calls[call];
         c.attempts += 1;
         c.tried.push(node);
-        let z = c.z;
+        let (z, first) = (c.z, c.attempts == 1);
         let (outcome, done, server_end) = self.serve(node.index(), t, z);
-        self.collector.sent(node.index(), self.nodes[node.index()].group, t);
+        self.collector.sent(node.index(), self.nodes[node.index()].group, t, first);
         let guard = Some(self.snapshot.node(node).metrics().start_request());
         let attempt = Attempt { call, node, outcome, server_end, _guard: guard };
         let slot = match self.free_attempts.pop() {

@@ -137,6 +137,14 @@ pub struct FailureReport {
     /// is back to [`RESUME_SHARE`] of its share in the 10 s before the failure; `None` if it
     /// never was, or had no traffic before.
     pub time_to_resume_s: Option<f64>,
+    /// Seconds from the start of the failure to the first failed answer from the target (the
+    /// earliest a client can know); `None` if none failed.
+    #[serde(default)]
+    pub detected_s: Option<f64>,
+    /// Of the user calls' first attempts sent during the failure after `detected_s`, the
+    /// share sent to the target; `None` if there were none.
+    #[serde(default)]
+    pub first_attempt_share_after_detection: Option<f64>,
 }
 
 /// Gathers measurements during a run.
@@ -162,6 +170,9 @@ struct Track {
     calls_with_failed_attempt: u64,
     failed_calls: u64,
     first_success_after: Option<u64>,
+    detected: Option<u64>,
+    first_attempts_after: u64,
+    first_attempts_to_target_after: u64,
 }
 
 // ===== impl Report =====
@@ -286,6 +297,9 @@ impl Collector {
                     calls_with_failed_attempt: 0,
                     failed_calls: 0,
                     first_success_after: None,
+                    detected: None,
+                    first_attempts_after: 0,
+                    first_attempts_to_target_after: 0,
                 }
             })
             .collect();
@@ -296,7 +310,7 @@ impl Collector {
         self.latencies_us.len() as u64
     }
 
-    pub(crate) fn sent(&mut self, node: usize, group: usize, t: u64) {
+    pub(crate) fn sent(&mut self, node: usize, group: usize, t: u64, first: bool) {
         self.attempts += 1;
         let bucket = (t / self.bucket_ns) as usize;
         if self.share.len() <= bucket {
@@ -306,6 +320,10 @@ impl Collector {
         for tr in &mut self.tracks {
             if tr.nodes[node] && t >= tr.start && t < tr.end {
                 tr.sends.push(t);
+            }
+            if first && tr.detected.is_some_and(|d| t > d) && t < tr.end {
+                tr.first_attempts_after += 1;
+                tr.first_attempts_to_target_after += u64::from(tr.nodes[node]);
             }
         }
     }
@@ -317,6 +335,7 @@ impl Collector {
             }
             if !ok && t >= tr.start && t < tr.end {
                 tr.failed_attempts += 1;
+                tr.detected.get_or_insert(t);
             }
             if ok && t >= tr.end && tr.first_success_after.is_none() {
                 tr.first_success_after = Some(t);
@@ -435,6 +454,9 @@ impl Collector {
             failed_calls: tr.failed_calls,
             time_to_first_success_s: tr.first_success_after.map(|t| secs(t - tr.end)),
             time_to_resume_s,
+            detected_s: tr.detected.map(|t| secs(t - tr.start)),
+            first_attempt_share_after_detection: (tr.first_attempts_after > 0)
+                .then(|| round6(tr.first_attempts_to_target_after as f64 / tr.first_attempts_after as f64)),
         }
     }
 }

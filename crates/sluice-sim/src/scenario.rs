@@ -241,8 +241,18 @@ fn default_weight() -> u32 {
 
 impl Scenario {
     /// The names of the built-in scenarios, in report order.
-    pub const BUILTIN: [&'static str; 7] =
-        ["steady", "degrade", "outage", "outage-drain", "throttle", "hot-spot", "many-nodes"];
+    pub const BUILTIN: [&'static str; 10] = [
+        "steady",
+        "degrade",
+        "outage",
+        "outage-drain",
+        "throttle",
+        "hot-spot",
+        "many-nodes",
+        "overload",
+        "recover",
+        "fast-fail",
+    ];
 
     /// Parses and validates a scenario.
     ///
@@ -278,6 +288,14 @@ impl Scenario {
     ///   100 calls/s, the whole set near 360.
     /// * `many-nodes`: 200 nodes, 40 at each of the five locations, with capacities of 1, 2,
     ///   4 or 8 (equal weights), at 500 calls/s for 60 s.
+    /// * `overload`: 200 calls/s for 120 s, twice what Seoul can serve; nothing fails.
+    /// * `recover`: 80 calls/s for 180 s; Seoul fails hard from 60 s to 90 s, then serves
+    ///   again for the 90 s left.
+    /// * `fast-fail`: 100 calls/s for 120 s; Tokyo refuses every connection at once for the
+    ///   whole run.
+    ///
+    /// In every built-in scenario the client is configured with each region's concurrency
+    /// (`max_concurrency`), as an operator who knows the deployments would.
     pub fn builtin(name: &str) -> Option<Scenario> {
         let base = |name: &str, description: &str, duration_s: f64, rate_per_s: f64| Scenario {
             name: name.to_owned(),
@@ -362,6 +380,20 @@ impl Scenario {
                     .collect();
                 s
             }
+            "overload" => base("overload", "200 calls/s, twice what Seoul can serve", 120.0, 200.0),
+            "recover" => Scenario {
+                phases: vec![Phase::Down { start_s: 60.0, end_s: 90.0, target: seoul(), in_flight: InFlight::Fail }],
+                ..base("recover", "Seoul fails hard from 60 s to 90 s, then serves again for 90 s", 180.0, 80.0)
+            },
+            "fast-fail" => Scenario {
+                phases: vec![Phase::Down {
+                    start_s: 0.0,
+                    end_s: 120.0,
+                    target: "tokyo".to_owned(),
+                    in_flight: InFlight::Fail,
+                }],
+                ..base("fast-fail", "Tokyo refuses every connection at once for the whole run", 120.0, 100.0)
+            },
             _ => return None,
         };
         Some(scenario)
