@@ -17,6 +17,8 @@ mod semantics;
 mod sse;
 // Library metrics through the `metrics` facade.
 mod telemetry;
+// Live region updates under load.
+mod reload;
 
 use std::time::Duration;
 

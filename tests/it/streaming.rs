@@ -52,7 +52,8 @@ async fn a_stream_cut_mid_way_yields_an_explicit_error() {
     // Committed after the first chunk: no failover.
     assert_eq!((a.chat_hits(), b.chat_hits()), (1, 0));
     // Reported to health, and the guard released.
-    let m = client.snapshot().nodes()[0].metrics();
+    let snapshot = client.snapshot();
+    let m = snapshot.nodes()[0].metrics();
     assert_eq!(m.failures(), 1);
     assert_eq!(m.in_flight(), 0);
 }

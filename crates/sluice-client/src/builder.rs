@@ -199,27 +199,16 @@ impl ClientBuilder {
 
         let epoch = now();
         let snapshot = Arc::new(Snapshot::builder().epoch(epoch).build(self.regions)?);
-        let mut distinct: Vec<Option<String>> = Vec::new();
-        let keys = snapshot
-            .nodes()
-            .iter()
-            .map(|n| {
-                let key = n.region().api_key().or(self.api_key.as_ref()).cloned();
-                // Ids only compare keys; they never reveal them.
-                let text = key.as_ref().map(|k| k.expose_secret().to_owned());
-                let id = distinct.iter().position(|k| *k == text).unwrap_or_else(|| {
-                    distinct.push(text);
-                    distinct.len() - 1
-                });
-                (key, id as u32)
-            })
-            .collect::<Vec<_>>()
-            .into_boxed_slice();
-        drop(distinct);
-        let regions = snapshot.nodes().iter().map(|n| Arc::from(n.region().id())).collect();
-        let routes =
-            Routes::new(&snapshot, &self.providers, &self.region_models, self.api_key.as_ref(), self.model_routing)
-                .map_err(|(region, message)| BuildError::Routing { region, message })?;
+        let keys = crate::reload::node_keys(&snapshot, self.api_key.as_ref());
+        let regions = crate::reload::region_ids(&snapshot);
+        let routes = Routes::new(
+            &snapshot,
+            &self.providers,
+            &self.region_models,
+            self.api_key.as_ref(),
+            self.model_routing.clone(),
+        )
+        .map_err(|(region, message)| BuildError::Routing { region, message })?;
         let routes = Arc::new(routes);
         let health = HealthMonitor::new(Arc::clone(&snapshot), self.outlier);
         let http = reqwest::Client::builder()
@@ -230,18 +219,20 @@ impl ClientBuilder {
             .use_rustls_tls()
             .build()
             .map_err(|e| BuildError::Http(e.into()))?;
-        let prober = if self.probing {
-            let probe: Arc<dyn Probe> = match self.probe {
-                Some(p) => p,
+        let probe = if self.probing {
+            let probe: Arc<dyn Probe> = match &self.probe {
+                Some(p) => Arc::clone(p),
                 None => Arc::new(RouteProbe::new(Arc::clone(&routes), self.probe_config.timeout())?),
             };
-            let _enter = runtime.enter();
-            Some(health.spawn_prober(probe, self.probe_config))
+            Some((probe, self.probe_config.clone()))
         } else {
             None
         };
-        let rescue = RescueHub::new(snapshot.len());
-        runtime.spawn(Arc::clone(&rescue).listen(health.subscribe()));
+        let prober = probe.as_ref().map(|(probe, config)| {
+            let _enter = runtime.enter();
+            health.spawn_prober(Arc::clone(probe), config.clone())
+        });
+        let rescue = RescueHub::start(&runtime, &regions, &health);
         runtime.spawn(crate::telemetry::watch_health(health.subscribe()));
         let seed = self.seed.unwrap_or_else(|| {
             use std::hash::{BuildHasher, RandomState};
@@ -249,25 +240,32 @@ impl ClientBuilder {
         });
         let snapshot_len = snapshot.len();
         let inner = Inner {
-            budget: RetryBudget::new(p.retry_budget_ttl, p.retry_min_per_sec, p.retry_ratio, epoch),
+            budget: Arc::new(RetryBudget::new(p.retry_budget_ttl, p.retry_min_per_sec, p.retry_ratio, epoch)),
             snapshot,
             regions,
             health,
-            strategy: self.strategy.unwrap_or_else(|| Box::new(Locality::new())),
+            strategy: self.strategy.map_or_else(|| Arc::new(Locality::new()) as Arc<dyn Strategy>, Arc::from),
             http,
             keys,
             policy: self.policy,
             timeouts: self.timeouts,
             rescue,
-            latencies: LatencyHistogram::new(),
+            latencies: Arc::new(LatencyHistogram::new()),
             entropy: AtomicU64::new(seed),
             default_caller: self.default_caller.map(Caller::new),
             prober: Mutex::new(prober),
-            models: crate::telemetry::ModelLabels::default(),
+            models: Arc::default(),
             routes,
             credentials: CredentialBlocks::new(snapshot_len, epoch),
         };
-        Ok(Client::from_inner(Arc::new(inner)))
+        let rebuild = crate::reload::Rebuild {
+            api_key: self.api_key,
+            probing: self.probing.then_some((self.probe, self.probe_config)),
+            providers: self.providers,
+            region_models: self.region_models,
+            model_routing: self.model_routing,
+        };
+        Ok(Client::from_inner(Arc::new(inner), rebuild))
     }
 }
 

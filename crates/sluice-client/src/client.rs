@@ -43,28 +43,32 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 ///
 /// Cheap to clone (one `Arc`); share it across tasks. Dropping the last clone stops its
 /// health probes.
+///
+/// The regions can change while calls run ([`update_regions`](Self::update_regions)): each
+/// call runs on the regions it started with.
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    pub(crate) shared: Arc<crate::reload::Shared>,
 }
 
+/// One membership of the client: what a call runs on, start to end.
 pub(crate) struct Inner {
     pub(crate) snapshot: Arc<Snapshot>,
     pub(crate) regions: Box<[Arc<str>]>,
     pub(crate) health: HealthMonitor,
-    pub(crate) strategy: Box<dyn Strategy>,
+    pub(crate) strategy: Arc<dyn Strategy>,
     pub(crate) http: reqwest::Client,
     /// Per node: the key sent, and a small id that is equal for equal keys.
     pub(crate) keys: Box<[(Option<ApiKey>, u32)]>,
     pub(crate) policy: FailoverPolicy,
     pub(crate) timeouts: Timeouts,
-    pub(crate) budget: RetryBudget,
+    pub(crate) budget: Arc<RetryBudget>,
     pub(crate) rescue: Arc<RescueHub>,
-    pub(crate) latencies: LatencyHistogram,
+    pub(crate) latencies: Arc<LatencyHistogram>,
     pub(crate) entropy: AtomicU64,
     pub(crate) default_caller: Option<Caller>,
     pub(crate) prober: Mutex<Option<ProberHandle>>,
-    pub(crate) models: ModelLabels,
+    pub(crate) models: Arc<ModelLabels>,
     /// Providers, models and zones per node, and the model routing tables.
     pub(crate) routes: Arc<Routes>,
     /// Nodes that refused our key recently.
@@ -209,34 +213,41 @@ impl Client {
         ClientBuilder::new()
     }
 
-    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
-        Self { inner }
+    pub(crate) fn from_inner(inner: Arc<Inner>, rebuild: crate::reload::Rebuild) -> Self {
+        Self { shared: crate::reload::Shared::new(inner, rebuild) }
     }
 
-    /// The regions, as validated.
-    pub fn snapshot(&self) -> &Arc<Snapshot> {
-        &self.inner.snapshot
+    /// The current membership.
+    pub(crate) fn inner(&self) -> Arc<Inner> {
+        self.shared.current()
     }
 
-    /// The health monitor: status, events, passive state.
-    pub fn health(&self) -> &HealthMonitor {
-        &self.inner.health
+    /// The regions, as validated (the current ones, after any
+    /// [`update_regions`](Self::update_regions)).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        Arc::clone(&self.inner().snapshot)
+    }
+
+    /// The health monitor of the current regions: status, events, passive state. Its event
+    /// channel stays the same across [`update_regions`](Self::update_regions).
+    pub fn health(&self) -> HealthMonitor {
+        self.inner().health.clone()
     }
 
     /// The strategy's name.
     pub fn strategy_name(&self) -> &'static str {
-        self.inner.strategy.name()
+        self.inner().strategy.name()
     }
 
     /// Retries the budget would grant right now.
     pub fn retry_budget_available(&self) -> u64 {
-        self.inner.budget.available(now())
+        self.inner().budget.available(now())
     }
 
     /// Stops the active prober and waits for its tasks to end. Calls keep working on
-    /// passive health alone.
+    /// passive health alone, and later region updates start no prober.
     pub async fn shutdown_probing(&self) {
-        let handle = self.inner.prober.lock().take();
+        let handle = self.shared.stop_probing();
         if let Some(h) = handle {
             h.shutdown().await;
         }
@@ -258,8 +269,9 @@ impl Client {
         let body = Bytes::from(
             serde_json::to_vec(&request).map_err(|e| Error::new(ErrorKind::InvalidRequest).with_source(e))?,
         );
-        let hedge = self.inner.policy.hedge;
-        self.inner
+        let inner = self.inner();
+        let hedge = inner.policy.hedge;
+        inner
             .run_routed(options, CallKind::Once, hedge, move |a| {
                 let body = body.clone();
                 Box::pin(a.json::<ChatCompletion>(Method::POST, "chat/completions", body))
@@ -288,8 +300,8 @@ impl Client {
         let body = Bytes::from(
             serde_json::to_vec(&request).map_err(|e| Error::new(ErrorKind::InvalidRequest).with_source(e))?,
         );
-        let response = self
-            .inner
+        let inner = self.inner();
+        let response = inner
             .run_routed(options, CallKind::Resendable, None, move |a| {
                 let body = body.clone();
                 Box::pin(async move {
@@ -302,7 +314,7 @@ impl Client {
             })
             .await?;
         let ((opened, guard, deadline), meta) = response.into_parts();
-        Ok(ChatStream::new(Arc::clone(&self.inner), meta, opened, guard, deadline))
+        Ok(ChatStream::new(inner, meta, opened, guard, deadline))
     }
 
     /// `GET /models`.
@@ -312,8 +324,9 @@ impl Client {
 
     /// `GET /models` with per-call options.
     pub async fn models_with(&self, options: &CallOptions) -> Result<Response<ModelList>, Error> {
-        self.inner
-            .run_routed(options, CallKind::Resendable, self.inner.policy.hedge, |a| {
+        let inner = self.inner();
+        inner
+            .run_routed(options, CallKind::Resendable, inner.policy.hedge, |a| {
                 Box::pin(a.json::<ModelList>(Method::GET, "models", Bytes::new()))
             })
             .await
@@ -333,11 +346,11 @@ impl Client {
         let path: Arc<str> = Arc::from(path.trim_start_matches('/'));
         let stream = is_stream_request(&body);
         let kind = if method == Method::GET || stream { CallKind::Resendable } else { CallKind::Once };
+        let inner = self.inner();
         // Hedging applies as for typed calls: not to streams, nor to calls that must not be
         // sent twice.
-        let hedge = if options.deliver_once || stream { None } else { self.inner.policy.hedge };
-        let response = self
-            .inner
+        let hedge = if options.deliver_once || stream { None } else { inner.policy.hedge };
+        let response = inner
             .run_routed(options, kind, hedge, move |a| {
                 let (method, path, headers, body) =
                     (method.clone(), Arc::clone(&path), Arc::clone(&headers), body.clone());
@@ -351,7 +364,7 @@ impl Client {
             })
             .await?;
         let ((status, headers, opened, guard, deadline), meta) = response.into_parts();
-        let body = RawBody::commit(Arc::clone(&self.inner), meta.clone(), opened, guard, deadline);
+        let body = RawBody::commit(inner, meta.clone(), opened, guard, deadline);
         Ok(RawResponse { status, headers, body, meta })
     }
 }
@@ -362,12 +375,12 @@ impl Client {
     /// deployment table, or the region's `/models` answer, minus models it recently
     /// answered `model_not_found` for.
     pub fn region_models(&self) -> Vec<(Arc<str>, Option<Vec<String>>)> {
-        self.inner.routes.known_models(now())
+        self.inner().routes.known_models(now())
     }
 
     /// The model a requested name stands for, aliases resolved.
-    pub fn resolve_model<'a>(&'a self, model: &'a str) -> &'a str {
-        self.inner.routes.routing.resolve(model)
+    pub fn resolve_model(&self, model: &str) -> String {
+        self.inner().routes.routing.resolve(model).to_owned()
     }
 }
 
@@ -382,11 +395,12 @@ fn with_model(options: &CallOptions, model: &str) -> CallOptions {
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = self.inner();
         f.debug_struct("Client")
-            .field("regions", &self.inner.regions)
-            .field("strategy", &self.inner.strategy.name())
-            .field("policy", &self.inner.policy)
-            .field("timeouts", &self.inner.timeouts)
+            .field("regions", &inner.regions)
+            .field("strategy", &inner.strategy.name())
+            .field("policy", &inner.policy)
+            .field("timeouts", &inner.timeouts)
             .finish_non_exhaustive()
     }
 }

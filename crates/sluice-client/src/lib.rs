@@ -13,6 +13,7 @@ mod meta;
 mod models;
 mod probe;
 mod provider;
+mod reload;
 mod rescue;
 mod routing;
 mod sse;
@@ -35,6 +36,7 @@ pub use self::{
     meta::{AttemptFailure, FailedAttempt, Response, ResponseMeta},
     models::{DEFAULT_MODEL_NOT_FOUND_TTL, ModelRouting},
     provider::{Provider, ProviderKind},
+    reload::RegionChanges,
     stream::{ChatStream, RawBody, RawRequest, RawResponse},
     types::{
         ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage, Choice, ChunkChoice, Delta, Model,

@@ -1,9 +1,13 @@
 //! In-flight rescue: waking attempts whose region health checks just marked down.
 
-use std::{fmt, sync::Arc, time::Instant};
+use std::{
+    fmt,
+    sync::{Arc, Weak},
+    time::Instant,
+};
 
 use parking_lot::Mutex;
-use sluice_health::{HealthEvent, HealthEventKind};
+use sluice_health::{HealthEvent, HealthEventKind, HealthMonitor};
 use sluice_region_model::NodeId;
 use tokio::sync::{Notify, broadcast};
 
@@ -13,24 +17,37 @@ use crate::budget::RetryBudget;
 /// of the latest such event.
 pub(crate) struct RescueHub {
     nodes: Box<[(Notify, Mutex<Option<Instant>>)]>,
+    /// Region id per node: events are matched by region, because after a region update the
+    /// channel carries events of both memberships, whose node ids differ.
+    regions: Box<[Arc<str>]>,
 }
 
 impl RescueHub {
-    pub(crate) fn new(n: usize) -> Arc<Self> {
-        Arc::new(Self { nodes: (0..n).map(|_| (Notify::new(), Mutex::new(None))).collect() })
+    /// A hub for `regions` (one per node, in node order), following `health`'s events on
+    /// `runtime` for as long as the hub lives.
+    pub(crate) fn start(runtime: &tokio::runtime::Handle, regions: &[Arc<str>], health: &HealthMonitor) -> Arc<Self> {
+        let hub = Arc::new(Self {
+            nodes: regions.iter().map(|_| (Notify::new(), Mutex::new(None))).collect(),
+            regions: regions.into(),
+        });
+        runtime.spawn(Self::listen(Arc::downgrade(&hub), health.subscribe()));
+        hub
     }
 
-    /// Follows health events until the monitor (the sender) is gone.
-    pub(crate) async fn listen(self: Arc<Self>, mut events: broadcast::Receiver<HealthEvent>) {
+    /// Follows health events until the monitor (the sender) or the hub is gone.
+    async fn listen(hub: Weak<Self>, mut events: broadcast::Receiver<HealthEvent>) {
         loop {
-            match events.recv().await {
+            let event = events.recv().await;
+            let Some(hub) = hub.upgrade() else { return };
+            match event {
                 Ok(HealthEvent {
-                    node,
+                    region,
                     kind: HealthEventKind::BecameUnhealthy { .. } | HealthEventKind::Ejected { .. },
                     at,
                     ..
                 }) => {
-                    if let Some((notify, last)) = self.nodes.get(node.index()) {
+                    let node = hub.regions.iter().position(|r| *r == region);
+                    if let Some((notify, last)) = node.and_then(|i| hub.nodes.get(i)) {
                         *last.lock() = Some(at);
                         notify.notify_waiters();
                     }

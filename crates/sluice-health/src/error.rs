@@ -69,6 +69,9 @@ pub enum ProbeError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// A successor snapshot that was not built from the monitor's own (another epoch).
+    #[error("the new snapshot was not built from the monitor's snapshot (use SnapshotBuilder::reuse_metrics)")]
+    ForeignSnapshot,
     /// A field has a value outside its allowed range.
     #[error("invalid {field}: {reason}")]
     Invalid {

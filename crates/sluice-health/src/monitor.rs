@@ -36,15 +36,20 @@ pub struct HealthMonitor {
 pub(crate) struct Inner {
     pub(crate) snapshot: Arc<Snapshot>,
     pub(crate) config: OutlierConfig,
-    pub(crate) nodes: Box<[NodeState]>,
+    /// Shared with the successor monitor for regions that stay (see
+    /// [`HealthMonitor::successor`]).
+    pub(crate) nodes: Box<[Arc<NodeState>]>,
     pub(crate) regions: Box<[Arc<str>]>,
     pub(crate) events: broadcast::Sender<HealthEvent>,
     /// Nodes holding an ejection slot.
     ejected: AtomicUsize,
     max_ejected: usize,
     bucket_ns: u64,
-    /// Live probe tasks of every prober spawned from this monitor.
-    pub(crate) probe_tasks: AtomicUsize,
+    /// Live probe tasks of every prober spawned from this monitor and its successors.
+    pub(crate) probe_tasks: Arc<AtomicUsize>,
+    /// Nodes that a prober should probe at once rather than after the initial jitter: regions
+    /// that a successor monitor added.
+    pub(crate) probe_now: Box<[bool]>,
     /// Fleet mode's hook, if attached (see `hook.rs`).
     pub(crate) hook: OnceLock<Arc<dyn HealthHook>>,
 }
@@ -125,7 +130,7 @@ impl HealthMonitor {
     /// membership changes, build a new monitor for the new snapshot.
     pub fn new(snapshot: Arc<Snapshot>, config: OutlierConfig) -> Self {
         let n = snapshot.len();
-        let nodes = (0..n).map(|_| NodeState::default()).collect();
+        let nodes = (0..n).map(|_| Arc::default()).collect();
         let regions = snapshot.nodes().iter().map(|node| Arc::from(node.region().id())).collect();
         let (events, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
         let bucket_ns = duration_ns(config.failure_rate_window() / BUCKETS as u32).max(1);
@@ -139,10 +144,76 @@ impl HealthMonitor {
             ejected: AtomicUsize::new(0),
             max_ejected,
             bucket_ns,
-            probe_tasks: AtomicUsize::new(0),
+            probe_tasks: Arc::default(),
+            probe_now: vec![false; n].into_boxed_slice(),
             hook: OnceLock::new(),
         };
         Self { inner: Arc::new(inner) }
+    }
+
+    /// The monitor that follows this one after a membership change: the live-reload and
+    /// discovery primitive.
+    ///
+    /// `next` must be built from this monitor's snapshot with `SnapshotBuilder::reuse_metrics`
+    /// or `SnapshotBuilder::apply`, so that regions that stay share their `NodeMetrics`
+    /// (health, latency estimates, exclusion, in-flight counts) and the epoch.
+    /// The successor also shares, for those regions, the passive state (failure window,
+    /// ejection and its backoff, cooldown), and with this monitor the event channel (so
+    /// subscribers keep receiving; match events by region id, since node ids differ between
+    /// the two), the hook and the probe-task count.
+    ///
+    /// Regions that left are retired here: [`select`](Self::select) on this monitor never
+    /// offers them again, so calls still running on it finish without new attempts there.
+    /// Regions that came are `Unknown` (eligible) until their first verdict, and a prober
+    /// spawned on the successor probes them at once.
+    ///
+    /// # Errors
+    /// [`ConfigError::ForeignSnapshot`](crate::ConfigError::ForeignSnapshot) if `next` has
+    /// another epoch.
+    pub fn successor(&self, next: Arc<Snapshot>) -> Result<Self, crate::ConfigError> {
+        let old = &*self.inner;
+        if next.epoch() != old.snapshot.epoch() {
+            return Err(crate::ConfigError::ForeignSnapshot);
+        }
+        let n = next.len();
+        let mut probe_now = vec![false; n];
+        let nodes = next
+            .nodes()
+            .iter()
+            .zip(&mut probe_now)
+            .map(|(node, fresh)| match old.snapshot.find(node.region().id()) {
+                Some(kept) => Arc::clone(&old.nodes[kept.index()]),
+                None => {
+                    *fresh = true;
+                    Arc::default()
+                }
+            })
+            .collect::<Box<[Arc<NodeState>]>>();
+        for node in old.snapshot.nodes() {
+            if next.find(node.region().id()).is_none() {
+                old.nodes[node.id().index()].retired.store(true, Ordering::Relaxed);
+            }
+        }
+        let ejected = nodes.iter().filter(|s| s.holds_slot.load(Ordering::Acquire)).count();
+        let regions = next.nodes().iter().map(|node| Arc::from(node.region().id())).collect();
+        let hook = OnceLock::new();
+        if let Some(h) = old.hook.get() {
+            let _ = hook.set(Arc::clone(h));
+        }
+        let inner = Inner {
+            max_ejected: old.config.max_ejected(n),
+            snapshot: next,
+            config: old.config.clone(),
+            nodes,
+            regions,
+            events: old.events.clone(),
+            ejected: AtomicUsize::new(ejected),
+            bucket_ns: old.bucket_ns,
+            probe_tasks: Arc::clone(&old.probe_tasks),
+            probe_now: probe_now.into_boxed_slice(),
+            hook,
+        };
+        Ok(Self { inner: Arc::new(inner) })
     }
 
     /// The snapshot whose nodes this monitor judges.
@@ -271,7 +342,7 @@ impl HealthMonitor {
         for node in inner.snapshot.nodes() {
             let id = node.id();
             inner.reclaim_slot(id, now_ns);
-            if !skip(id) && node.metrics().is_eligible(now) {
+            if !skip(id) && !inner.nodes[id.index()].is_retired() && node.metrics().is_eligible(now) {
                 out.push(id);
             }
         }
@@ -285,7 +356,7 @@ impl HealthMonitor {
         for node in inner.snapshot.nodes() {
             let id = node.id();
             let m = node.metrics();
-            if skip(id) || m.admin() == AdminState::Drained {
+            if skip(id) || m.admin() == AdminState::Drained || inner.nodes[id.index()].is_retired() {
                 continue;
             }
             let state = &inner.nodes[id.index()];

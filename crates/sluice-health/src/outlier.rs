@@ -50,6 +50,8 @@ pub(crate) struct NodeState {
     /// When the latest 503 with Retry-After was recorded (0 = never): a probe that starts
     /// after it and succeeds ends the rest of the cooldown.
     pub(crate) unavailable_at: AtomicU64,
+    /// The region left the membership (a successor monitor took over): never offered again.
+    pub(crate) retired: AtomicBool,
 }
 
 /// The metrics counters when one bucket began.
@@ -75,6 +77,12 @@ impl NodeState {
     #[inline]
     pub(crate) fn is_ejected(&self, now_ns: u64) -> bool {
         now_ns < self.eject_until.load(Ordering::Relaxed)
+    }
+
+    /// Whether the node's region left the membership.
+    #[inline]
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
     }
 
     /// Whether the node is in a Retry-After cooldown at `now_ns`.

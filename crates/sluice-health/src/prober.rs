@@ -55,7 +55,11 @@ impl HealthMonitor {
                 }
                 None => SmallRng::from_os_rng(),
             };
-            let initial = random_steps(&mut rng, config.initial_jitter(), config.timer_granularity());
+            let initial = if self.inner().probe_now[id.index()] {
+                Duration::ZERO
+            } else {
+                random_steps(&mut rng, config.initial_jitter(), config.timer_granularity())
+            };
             self.inner().probe_tasks.fetch_add(1, Ordering::Relaxed);
             let live = LiveTask(self.clone());
             let task = NodeProber {

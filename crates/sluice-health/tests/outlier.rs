@@ -439,3 +439,44 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_successor_keeps_the_state_of_regions_that_stay_and_retires_the_rest() {
+    let (snap, t0) = snapshot(3);
+    let config = OutlierConfig::builder().max_ejection_percent(100).build().unwrap();
+    let m = HealthMonitor::new(Arc::clone(&snap), config);
+    let mut events = m.subscribe();
+    fail(&m, 1, 5, t0);
+    fail(&m, 2, 3, t0);
+    assert_eq!(eligible(&m, t0), [0, 2]);
+    // r0 leaves, r3 comes; r1 and r2 stay (at new indexes 0 and 1).
+    let regions =
+        ["r1", "r2", "r3"].map(|id| Region::new(id, format!("http://127.0.0.1:9/{id}/v1"), GeoPoint::new(0.0, 0.0)));
+    let next = Arc::new(Snapshot::builder().reuse_metrics(Arc::clone(&snap)).build(regions).unwrap());
+    let m2 = m.successor(Arc::clone(&next)).unwrap();
+    assert!(Arc::ptr_eq(m2.snapshot(), &next));
+    // r1 is still ejected, until the same instant; r2 still counts its 3 failures.
+    let r1 = m2.status(id(0), t0).unwrap();
+    assert_eq!(r1.ejected_until, Some(t0 + 10 * S));
+    assert_eq!(r1.last_ejection_reason, Some(EjectionReason::ConsecutiveFailures { count: 5 }));
+    assert_eq!(m2.status(id(1), t0).unwrap().consecutive_failures, 3);
+    assert_eq!(m2.ejected_count(), 1);
+    // The new region is unknown, hence eligible.
+    assert_eq!(next.node(id(2)).metrics().health(), HealthState::Unknown);
+    assert_eq!(eligible(&m2, t0), [1, 2]);
+    // Two more failures recorded by a call still on the old monitor eject r2 in both.
+    fail(&m, 2, 2, t0);
+    assert_eq!(eligible(&m2, t0), [2]);
+    // The old monitor never offers the region that left, even in panic mode.
+    assert_eq!(eligible(&m, t0), Vec::<u32>::new(), "r0 is healthy but retired; r1 and r2 are ejected");
+    let mut out = Vec::new();
+    let sel = m.select(t0, |_| false, &mut out);
+    assert!(!out.contains(&id(0)), "{sel:?} {out:?}");
+    // Subscribers of the old monitor hear the successor's events.
+    while events.try_recv().is_ok() {}
+    fail(&m2, 2, 5, t0);
+    assert_eq!(&*events.try_recv().unwrap().region, "r3");
+    // A snapshot from elsewhere (another epoch) is refused.
+    let (foreign, _) = snapshot(2);
+    assert!(m.successor(foreign).is_err());
+}

@@ -281,7 +281,7 @@ impl Replica {
                 .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(400))
                 .build()
                 .expect("valid fleet config");
-            Fleet::start(&config, client.health()).expect("fleet starts")
+            Fleet::start(&config, &client.health()).expect("fleet starts")
         });
         Self { name: name.to_owned(), client, fleet }
     }
