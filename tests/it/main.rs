@@ -15,6 +15,8 @@ mod routing;
 mod semantics;
 // Stream commit and end rules, idle timeout.
 mod sse;
+// 2,000 calls through faults that move every second.
+mod chaos;
 // Library metrics through the `metrics` facade.
 mod telemetry;
 // Live region updates under load.

@@ -33,6 +33,9 @@ const STEPS: &[Step] = &[
         env: &[],
     },
     Step { name: "test", args: &["test", "--workspace", "--all-features"], env: &[] },
+    // A short fuzz pass: the parser property tests with more cases than the test step's 256,
+    // reusing its build. `cargo xtask fuzz` runs the same for longer.
+    Step { name: "fuzz", args: crate::fuzz::ARGS, env: &[("PROPTEST_CASES", "2048")] },
     // Examples that must run to completion, not just compile. They are `test = true` and
     // `harness = false`, so the test step already builds them once in the test profile and runs
     // their `main`; this step names them, and reruns them from that build without compiling.
@@ -132,7 +135,7 @@ mod tests {
     #[test]
     fn steps_run_in_the_documented_order() {
         let names: Vec<&str> = STEPS.iter().map(|s| s.name).collect();
-        assert_eq!(names, ["fmt", "clippy", "test", "examples", "doc"]);
+        assert_eq!(names, ["fmt", "clippy", "test", "fuzz", "examples", "doc"]);
     }
 
     #[test]
@@ -183,7 +186,7 @@ mod tests {
     fn render_shows_env_and_args() {
         assert_eq!(render(&STEPS[0]), "cargo fmt --all -- --check");
         assert_eq!(
-            render(&STEPS[4]),
+            render(STEPS.iter().find(|s| s.name == "doc").unwrap()),
             "RUSTDOCFLAGS=\"-D warnings -D rustdoc::broken_intra_doc_links\" cargo doc --workspace --no-deps --all-features"
         );
     }

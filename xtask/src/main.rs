@@ -7,6 +7,7 @@
 mod bench;
 mod bench_serve;
 mod ci;
+mod fuzz;
 #[cfg(test)]
 mod tidy;
 
@@ -33,6 +34,7 @@ struct Verb {
 const VERBS: &[Verb] = &[
     Verb { name: "ci", about: "run every check CI runs: fmt, clippy, test (incl. tidy), doc", run: ci::run },
     Verb { name: "bench", about: "run the benches and the simulator, write docs/benchmarks.md", run: bench::run },
+    Verb { name: "fuzz", about: "run the parser property tests for a while (--secs N, default 60)", run: fuzz::run },
     Verb { name: "bench-serve", about: "p50/p99 overhead of sluice serve vs the mocks", run: bench_serve::run },
 ];
 

@@ -1162,4 +1162,20 @@ not_found_ttl = "2m"
         assert_eq!(line_col("a\nbc\nd", 5), (3, 1));
         assert_eq!(line_col("a", 99), (1, 2));
     }
+
+    proptest::proptest! {
+        /// No file text makes the config loader panic: it loads or says why not.
+        #[test]
+        fn fuzz_config_loader(
+            noise in "[\\[\\]a-z_=\"0-9.,{} \n#-]{0,200}",
+            cut in 0usize..400,
+        ) {
+            let _ = Config::parse("fuzz.toml", &noise);
+            // Truncated and spliced valid configs reach deeper than noise alone.
+            let good = format!("{GOOD}\n[failover]\nmax_wait = \"5s\"\n[timeouts]\nidle = \"1s\"\n");
+            let at = good.char_indices().map(|(i, _)| i).nth(cut).unwrap_or(good.len());
+            let _ = Config::parse("fuzz.toml", &good[..at]);
+            let _ = Config::parse("fuzz.toml", &format!("{}{noise}", &good[..at]));
+        }
+    }
 }

@@ -13,6 +13,9 @@ use tokio::sync::{Notify, broadcast};
 
 use crate::budget::RetryBudget;
 
+/// How `sluice-health` words a probe failure whose region answered (`ProbeError`'s display).
+const ANSWERED: [&str; 3] = ["unexpected http status", "credentials rejected", "response body is not"];
+
 /// One `Notify` per node, fired when the node is marked unhealthy or ejected, with the time
 /// of the latest such event.
 pub(crate) struct RescueHub {
@@ -40,6 +43,12 @@ impl RescueHub {
             let event = events.recv().await;
             let Some(hub) = hub.upgrade() else { return };
             match event {
+                // A probe that got an answer (an error status, a bad models list) shows a region
+                // that is alive: its in-flight calls will get their answers, and re-sending them
+                // would generate twice. Only silence (a timeout, a refused or broken connection)
+                // or a passive ejection rescues.
+                Ok(HealthEvent { kind: HealthEventKind::BecameUnhealthy { reason }, .. })
+                    if ANSWERED.iter().any(|p| reason.starts_with(p)) => {}
                 Ok(HealthEvent {
                     region,
                     kind: HealthEventKind::BecameUnhealthy { .. } | HealthEventKind::Ejected { .. },

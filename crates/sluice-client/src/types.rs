@@ -260,4 +260,22 @@ mod tests {
         .unwrap();
         assert_eq!(c.text(), Some("he"));
     }
+
+    proptest::proptest! {
+        /// No bytes make a typed decoder panic (errors are fine).
+        #[test]
+        fn fuzz_typed_decoders(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256), json in "[{}\\[\\]\":,a-z0-9 .eE+-]{0,128}") {
+            for input in [&bytes[..], json.as_bytes()] {
+                let _ = serde_json::from_slice::<ChatCompletion>(input);
+                let _ = serde_json::from_slice::<ChatCompletionChunk>(input);
+                let _ = serde_json::from_slice::<ModelList>(input);
+                if let Ok(c) = serde_json::from_slice::<ChatCompletion>(input) {
+                    let _ = c.text();
+                }
+                if let Ok(c) = serde_json::from_slice::<ChatCompletionChunk>(input) {
+                    let _ = c.text();
+                }
+            }
+        }
+    }
 }

@@ -716,4 +716,16 @@ mod tests {
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic k1"));
         assert!(!authorized(&h, "k1"));
     }
+
+    proptest::proptest! {
+        /// No header value makes `x-sluice-location` parsing panic; what it accepts is valid.
+        #[test]
+        fn fuzz_location(text in "[-+0-9., eEinfINFaN]{0,40}", bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)) {
+            for s in [text, String::from_utf8_lossy(&bytes).into_owned()] {
+                if let Some(p) = parse_location(&s) {
+                    proptest::prop_assert!(p.is_valid());
+                }
+            }
+        }
+    }
 }
