@@ -90,6 +90,7 @@ async fn probe_exit_code_follows_health() {
     let out = run(&["probe", "--config", config.to_str().unwrap(), "--watch", "--count", "2"], &[]).await;
     let (stdout, stderr) = texts(&out);
     assert!(stdout.contains("ap-northeast-2"), "{stdout}{stderr}");
+    assert_eq!(out.status.code(), Some(0), "watch ends with a region serving: {stdout}{stderr}");
 }
 
 #[tokio::test]
