@@ -107,16 +107,18 @@ async fn rescue_can_be_turned_off() {
     let hang = MockRegion::start("seoul").await;
     hang.always(Reply::Hang);
     let good = MockRegion::start("tokyo").await;
-    let flipped = Arc::new(AtomicBool::new(true));
+    // Seoul's probe stays green until the call is parked there, so the test does not depend on
+    // when the first probe happens to run.
+    let flipped = Arc::new(AtomicBool::new(false));
     let client = builder()
         .regions([hang.region(SEOUL), good.region(TOKYO)])
         .active_probing(true)
-        .probe(Arc::new(SwitchProbe { down: "seoul", flipped }))
+        .probe(Arc::new(SwitchProbe { down: "seoul", flipped: Arc::clone(&flipped) }))
         .probe_config(
             ProbeConfig::builder()
                 .interval(Duration::from_millis(50))
                 .jitter(Duration::ZERO)
-                .initial_jitter(Duration::from_millis(300))
+                .initial_jitter(Duration::ZERO)
                 .unhealthy_interval(Duration::from_millis(50))
                 .fall(1)
                 .build()
@@ -126,7 +128,22 @@ async fn rescue_can_be_turned_off() {
         .timeouts(Timeouts::default().attempt(Duration::from_secs(120)).total(Duration::from_secs(3)))
         .build()
         .unwrap();
-    let err = client.chat_completions_with(request(), &CallOptions::new().prefer_region("seoul")).await.unwrap_err();
+    let call = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client.chat_completions_with(request(), &CallOptions::new().prefer_region("seoul")).await
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while hang.chat_hits() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the call reached the hanging region");
+    // Health now marks Seoul down while the call waits there; with rescue off it is not re-sent.
+    flipped.store(true, Ordering::SeqCst);
+    let err = call.await.unwrap().unwrap_err();
     assert_eq!(err.kind(), &ErrorKind::DeadlineExceeded);
     assert_eq!((hang.chat_hits(), good.chat_hits()), (1, 0));
 }
