@@ -682,6 +682,13 @@ impl Inner {
         result
     }
 
+    /// The node of a region named by the caller, or `UnknownRegion` listing the known ones.
+    fn find_region(&self, id: &str) -> Result<NodeId, Error> {
+        self.snapshot.find(id).ok_or_else(|| {
+            Error::new(ErrorKind::UnknownRegion { region: id.to_owned(), known: self.regions.join(", ") })
+        })
+    }
+
     /// The failover loop shared by every call.
     async fn run_attempts<T, F>(
         self: &Arc<Self>,
@@ -698,19 +705,9 @@ impl Inner {
         let start_tokio = tokio::time::Instant::now();
         let total = options.timeout.map_or(self.timeouts.total, |t| t.min(self.timeouts.total));
         let deadline = start_tokio + total;
-        let preferred = match &options.preferred {
-            Some(id) => Some(self.snapshot.find(id).ok_or_else(|| {
-                Error::new(ErrorKind::UnknownRegion { region: id.clone(), known: self.regions.join(", ") })
-            })?),
-            None => None,
-        };
+        let preferred = options.preferred.as_deref().map(|id| self.find_region(id)).transpose()?;
         let caller = options.caller.map(Caller::new).or(self.default_caller);
-        let only = match &options.only {
-            Some(id) => Some(self.snapshot.find(id).ok_or_else(|| {
-                Error::new(ErrorKind::UnknownRegion { region: id.clone(), known: self.regions.join(", ") })
-            })?),
-            None => None,
-        };
+        let only = options.only.as_deref().map(|id| self.find_region(id)).transpose()?;
         self.budget.deposit(start);
 
         let mut state = CallState {

@@ -4,14 +4,11 @@
 use std::{fmt, sync::Arc, time::Duration};
 
 use http::{HeaderMap, HeaderValue, header};
-use sluice_health::{ConfigError, Probe, ProbeError, async_trait};
+use sluice_health::{ConfigError, Probe, ProbeError, async_trait, read_models_response, transport_error};
 use sluice_region_model::Node;
 use tokio::time::Instant as TokioInstant;
 
 use crate::{models::parse_model_list, provider::same_origin, routing::Routes};
-
-/// Largest models-list body read (as `sluice-health`'s `HttpProbe`).
-const MAX_MODELS_BODY: usize = sluice_health::MAX_MODELS_BODY;
 
 /// Probes a region with `GET {endpoint}/models` through its provider (auth header, extra
 /// headers, api-version), and records the listed models for routing.
@@ -60,35 +57,13 @@ impl Probe for RouteProbe {
             .upstream
             .authorize(&mut headers, route.key.as_ref())
             .map_err(|_| ProbeError::Other { source: "the key is not a valid header value".into() })?;
-        let mut response = self.client.get(url).headers(headers).send().await.map_err(transport_error)?;
-        let status = response.status().as_u16();
-        match status {
-            200..=299 => {}
-            401 | 403 => return Err(ProbeError::Credentials { status }),
-            _ => return Err(ProbeError::Status { status }),
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-            if body.len() + chunk.len() > MAX_MODELS_BODY {
-                return Err(ProbeError::InvalidBody { reason: "body too large", source: None });
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let response = self.client.get(url).headers(headers).send().await.map_err(transport_error)?;
+        let body = read_models_response(response).await?;
         let Some(models) = parse_model_list(&body) else {
             return Err(ProbeError::InvalidBody { reason: "not a models list", source: None });
         };
         let latency = started.elapsed();
         route.models.set_listed(models);
         Ok(latency)
-    }
-}
-
-fn transport_error(e: reqwest::Error) -> ProbeError {
-    if e.is_timeout() {
-        ProbeError::Timeout
-    } else if e.is_connect() || e.is_body() || e.is_request() {
-        ProbeError::Connect { source: Box::new(e.without_url()) }
-    } else {
-        ProbeError::Transport { source: Box::new(e.without_url()) }
     }
 }

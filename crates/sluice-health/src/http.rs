@@ -77,20 +77,8 @@ impl HttpProbe {
             // `bearer_auth` marks the header value sensitive.
             request = request.bearer_auth(key.expose_secret());
         }
-        let mut response = request.send().await.map_err(transport_error)?;
-        let status = response.status().as_u16();
-        match status {
-            200..=299 => {}
-            401 | 403 => return Err(ProbeError::Credentials { status }),
-            _ => return Err(ProbeError::Status { status }),
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
-            if body.len() + chunk.len() > MAX_MODELS_BODY {
-                return Err(ProbeError::InvalidBody { reason: "body too large", source: None });
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let response = request.send().await.map_err(transport_error)?;
+        let body = read_models_response(response).await?;
         check_models_list(&body)
     }
 }
@@ -166,7 +154,29 @@ impl fmt::Debug for HttpProbeBuilder {
     }
 }
 
-fn transport_error(e: reqwest::Error) -> ProbeError {
+/// Turns a `/models` answer into its body: a 2xx status (401/403 are
+/// [`ProbeError::Credentials`], any other status [`ProbeError::Status`]) and at most
+/// [`MAX_MODELS_BODY`] bytes. Shared by every probe that speaks to `/models` over reqwest.
+pub async fn read_models_response(mut response: reqwest::Response) -> Result<Vec<u8>, ProbeError> {
+    let status = response.status().as_u16();
+    match status {
+        200..=299 => {}
+        401 | 403 => return Err(ProbeError::Credentials { status }),
+        _ => return Err(ProbeError::Status { status }),
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport_error)? {
+        if body.len() + chunk.len() > MAX_MODELS_BODY {
+            return Err(ProbeError::InvalidBody { reason: "body too large", source: None });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Classifies a reqwest failure of a probe: timeout, connect (no answer) or other transport
+/// error. The URL is stripped so that no query-string secret reaches the error.
+pub fn transport_error(e: reqwest::Error) -> ProbeError {
     if e.is_timeout() {
         ProbeError::Timeout
     } else if e.is_connect() || e.is_body() || e.is_request() {

@@ -52,4 +52,4 @@ pub use self::probe::MockProbe;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 #[doc(inline)]
-pub use self::http::{HttpProbe, HttpProbeBuilder, MAX_MODELS_BODY};
+pub use self::http::{HttpProbe, HttpProbeBuilder, MAX_MODELS_BODY, read_models_response, transport_error};
