@@ -10,3 +10,5 @@ mod demo;
 mod serve;
 // serve with [fleet]: two replicas share a Retry-After through a real redis-server.
 mod fleet;
+// serve driven by the official openai Python SDK (a venv that .ci/run creates).
+mod python_sdk;
