@@ -7,6 +7,7 @@ pub mod config;
 mod demo;
 mod error;
 pub mod mock;
+mod ops;
 mod probe;
 mod serve_cmd;
 pub mod server_config;
@@ -47,6 +48,8 @@ enum Command {
     /// Runs an OpenAI-compatible proxy (`/v1/chat/completions`, `/v1/models`) that routes
     /// through sluice, with `/metrics` and `/healthz`.
     Serve(ServeArgs),
+    /// Prints the regions of a running `serve` as a table (through its admin API).
+    Status(ops::StatusArgs),
     /// Checks a configuration file. Exit code 2 with the line, column and region on error.
     CheckConfig(CheckConfigArgs),
     /// Runs the deterministic simulator over built-in scenarios and compares the strategies.
@@ -130,6 +133,16 @@ struct ServeArgs {
     /// up to many thousands of calls per second; 0 means one per core, for more throughput.
     #[arg(long, value_name = "N", default_value_t = 1)]
     threads: usize,
+    /// Log format on stderr; the filter comes from `RUST_LOG` (default `info`).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]
+    log_format: ops::LogFormat,
+    /// Turns the access log (one line per call) off.
+    #[arg(long)]
+    no_access_log: bool,
+    /// Serves the admin API under `/admin/`, guarded by `Authorization: Bearer <key>`, the key
+    /// read from this environment variable. Off without it.
+    #[arg(long, value_name = "NAME")]
+    admin_key_env: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -222,15 +235,20 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
                 return Err(CliError::Usage("--drain-timeout must be a number of seconds >= 0".to_owned()));
             }
             let command = serve_cmd::ServeCommand {
+                config_path: args.config.config,
                 listen: args.listen,
                 require_key_env: args.require_key_env,
                 drain_timeout: Duration::from_secs_f64(args.drain_timeout.min(3600.0)),
+                log_format: args.log_format,
+                access_log: !args.no_access_log,
+                admin_key_env: args.admin_key_env,
             };
             serve_cmd::run(&config, command).await
         }
         Command::Simulate(args) => simulate::run(args).await,
         Command::BenchServe(args) => bench::run(args).await,
         Command::CheckConfig(args) => check_config(&args),
+        Command::Status(args) => ops::status(args).await,
     }
 }
 
@@ -240,7 +258,9 @@ fn check_config(args: &CheckConfigArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Installs a stderr log subscriber at `level`; a second call is ignored.
+/// Installs a stderr log subscriber: `RUST_LOG`, else `level`; a second call is ignored.
 fn init_logs(level: tracing::Level) {
-    let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).with_max_level(level).with_target(false).try_init();
+    let filter = ops::filter(&level.to_string().to_lowercase(), true);
+    let _ =
+        tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).with_target(false).try_init();
 }

@@ -1,11 +1,12 @@
 //! `sluice serve`: configuration, logs and signals around the `sluice-gateway` library.
 
-use std::{io::Write as _, net::SocketAddr, process::ExitCode, time::Duration};
+use std::{io::Write as _, net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-use sluice_gateway::{Gateway, ServeOptions};
+use sluice_gateway::{Gateway, ServeOptions, admin::AdminOptions};
+use sluice_region_model::AdminState;
 
-use crate::{CliError, Config, error::chain};
+use crate::{CliError, Config, error::chain, ops};
 
 /// Buckets of the latency histogram, in seconds.
 const LATENCY_BUCKETS: &[f64] =
@@ -14,25 +15,30 @@ const LATENCY_BUCKETS: &[f64] =
 /// How the command runs.
 #[derive(Debug)]
 pub(crate) struct ServeCommand {
+    /// The configuration file, re-read on reload.
+    pub(crate) config_path: PathBuf,
     pub(crate) listen: SocketAddr,
     pub(crate) require_key_env: Option<String>,
     pub(crate) drain_timeout: Duration,
+    pub(crate) log_format: ops::LogFormat,
+    pub(crate) access_log: bool,
+    pub(crate) admin_key_env: Option<String>,
+}
+
+/// The value of the environment variable a `--*-key-env NAME` flag names.
+fn key_from_env(flag: &str, var: &str) -> Result<String, CliError> {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => Ok(v.trim().to_owned()),
+        _ => Err(CliError::Usage(format!("{flag} {var}: environment variable {var} is not set or empty"))),
+    }
 }
 
 /// Runs the gateway until SIGTERM or Ctrl-C, then drains.
 pub(crate) async fn run(config: &Config, command: ServeCommand) -> Result<ExitCode, CliError> {
-    crate::init_logs(tracing::Level::INFO);
-    let required_key = match &command.require_key_env {
-        Some(var) => match std::env::var(var) {
-            Ok(v) if !v.trim().is_empty() => Some(v.trim().to_owned()),
-            _ => {
-                return Err(CliError::Usage(format!(
-                    "--require-key-env {var}: environment variable {var} is not set or empty"
-                )));
-            }
-        },
-        None => None,
-    };
+    ops::init_logs(command.log_format, command.access_log);
+    let required_key =
+        command.require_key_env.as_deref().map(|var| key_from_env("--require-key-env", var)).transpose()?;
+    let admin_key = command.admin_key_env.as_deref().map(|var| key_from_env("--admin-key-env", var)).transpose()?;
     let listener = sluice_gateway::bind(command.listen).await?;
     let addr = listener.local_addr().map_err(|e| CliError::Failed(format!("cannot read the bound address: {e}")))?;
     if !addr.ip().is_loopback() && required_key.is_none() {
@@ -53,7 +59,7 @@ pub(crate) async fn run(config: &Config, command: ServeCommand) -> Result<ExitCo
                 .map_err(|e| CliError::Failed(format!("cannot start fleet mode: {}", chain(&e))))?;
             tracing::info!(server = %fleet_config.server(), replica = fleet.replica_id(),
                 "fleet mode: sharing health with the other replicas through redis");
-            Some(fleet)
+            Some(Arc::new(fleet))
         }
         None => None,
     };
@@ -78,7 +84,16 @@ pub(crate) async fn run(config: &Config, command: ServeCommand) -> Result<ExitCo
     if let Some(caller) = config.caller() {
         builder = builder.default_caller(caller);
     }
-    let gateway = builder.build();
+    let reload = ops::reloader(command.config_path.clone());
+    if let Some(key) = admin_key {
+        let mut admin = AdminOptions::new(key).reload(Arc::clone(&reload));
+        if let Some(fleet) = &fleet {
+            admin = admin.switch(fleet_switch(fleet));
+        }
+        builder = builder.admin(admin);
+    }
+    let gateway = builder.access_log(command.access_log).build();
+    ops::reload_on_sighup(client.clone(), reload)?;
 
     let signal = shutdown_signal()?;
     let ids = config.region_ids();
@@ -95,8 +110,12 @@ pub(crate) async fn run(config: &Config, command: ServeCommand) -> Result<ExitCo
     let drained = sluice_gateway::serve(listener, gateway, options, signal).await?;
     client.shutdown_probing().await;
     if let Some(fleet) = fleet {
-        // Hand this replica's probe leases over at once.
-        fleet.shutdown().await;
+        // Hand this replica's probe leases over at once (unless a connection that outlived
+        // the drain still holds the admin API).
+        match Arc::try_unwrap(fleet) {
+            Ok(fleet) => fleet.shutdown().await,
+            Err(_) => tracing::warn!("fleet mode: probe leases left to expire"),
+        }
     }
     if drained {
         eprintln!("sluice serve: drained, bye");
@@ -105,6 +124,22 @@ pub(crate) async fn run(config: &Config, command: ServeCommand) -> Result<ExitCo
         eprintln!("sluice serve: drain timeout passed with calls still running; exiting");
         Ok(ExitCode::from(1))
     }
+}
+
+/// The admin API's drain switch in fleet mode: every replica drains.
+fn fleet_switch(fleet: &Arc<sluice_fleet::Fleet>) -> sluice_gateway::admin::Switch {
+    let fleet = Arc::downgrade(fleet);
+    Arc::new(move |region: String, to: AdminState| {
+        let fleet = fleet.clone();
+        Box::pin(async move {
+            let fleet = fleet.upgrade().ok_or_else(|| "fleet mode has stopped".to_owned())?;
+            let result = match to {
+                AdminState::Drained => fleet.drain(&region).await,
+                _ => fleet.enable(&region).await,
+            };
+            result.map_err(|e| chain(&e))
+        })
+    })
 }
 
 /// SIGTERM and SIGINT (Ctrl-C), registered at once so that a signal sent right after the

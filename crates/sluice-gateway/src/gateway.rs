@@ -22,7 +22,8 @@ use sluice_health::HealthEventKind;
 use tokio::sync::Semaphore;
 
 use crate::{
-    HeaderPolicy,
+    HeaderPolicy, access_log,
+    admin::{self, AdminOptions},
     idempotency::{DEFAULT_IDEMPOTENCY_BYTES, DEFAULT_IDEMPOTENCY_KEYS, DEFAULT_IDEMPOTENCY_TTL, IdempotencyStore},
     metrics::{GatewayMetrics, Prices},
     proxy,
@@ -54,6 +55,8 @@ pub struct GatewayBuilder {
     models: Vec<String>,
     prometheus: Option<PrometheusHandle>,
     caller: Option<GeoPoint>,
+    access_log: bool,
+    admin: Option<AdminOptions>,
 }
 
 /// An OpenAI-compatible gateway over a [`Client`]. Cheap to clone.
@@ -82,6 +85,8 @@ pub(crate) struct Shared {
     pub(crate) prices: Prices,
     pub(crate) prometheus: Option<PrometheusHandle>,
     pub(crate) caller: Option<GeoPoint>,
+    access_log: bool,
+    admin: Option<AdminOptions>,
     request_ids: AtomicU64,
     request_prefix: u32,
 }
@@ -160,6 +165,19 @@ impl GatewayBuilder {
         self
     }
 
+    /// Writes one access-log line per call to `/v1/*` (see [`access_log`](crate::access_log));
+    /// off by default for library users, on in `sluice serve`.
+    pub fn access_log(mut self, on: bool) -> Self {
+        self.access_log = on;
+        self
+    }
+
+    /// Serves the admin API under `/admin/` (see [`admin`](crate::admin)); off by default.
+    pub fn admin(mut self, options: AdminOptions) -> Self {
+        self.admin = Some(options);
+        self
+    }
+
     /// Builds the gateway. Inside a tokio runtime, this starts its background work
     /// (health event counters, metric upkeep), which ends when the gateway is dropped.
     pub fn build(self) -> Gateway {
@@ -187,6 +205,8 @@ impl GatewayBuilder {
             prices: self.prices,
             prometheus: self.prometheus,
             caller: self.caller,
+            access_log: self.access_log,
+            admin: self.admin,
             request_ids: AtomicU64::new(0),
             request_prefix: seed ^ std::process::id().rotate_left(16),
         });
@@ -217,18 +237,27 @@ impl Gateway {
             models: Vec::new(),
             prometheus: None,
             caller: None,
+            access_log: false,
+            admin: None,
         }
     }
 
-    /// The routes: `/v1/*`, `/metrics`, `/healthz`, `/readyz`. Mount it or serve it.
+    /// The routes: `/v1/*`, `/metrics`, `/healthz`, `/readyz`, and `/admin/*` when the admin
+    /// API is on. Mount it or serve it.
     pub fn router(&self) -> Router {
-        Router::new()
-            .route("/v1/{*path}", any(proxy::v1))
+        let v1 = any(proxy::v1);
+        let v1 = if self.shared.access_log { v1.layer(axum::middleware::from_fn(access_log::layer)) } else { v1 };
+        let router = Router::new()
+            .route("/v1/{*path}", v1)
             .route("/metrics", get(metrics_text))
             .route("/healthz", get(healthz))
             .route("/readyz", get(readyz))
             .fallback(not_found)
-            .with_state(Arc::clone(&self.shared))
+            .with_state(Arc::clone(&self.shared));
+        match &self.shared.admin {
+            Some(options) => router.merge(admin::router(self.shared.client.clone(), options.clone())),
+            None => router,
+        }
     }
 
     /// Refuses new calls from now on (503 with `Connection: close`); calls in flight go on.

@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod access_log;
+pub mod admin;
 mod body;
 pub mod error;
 mod gateway;

@@ -5,6 +5,7 @@
 use std::{sync::Arc, time::Instant};
 
 use axum::{
+    Extension,
     body::{Body, Bytes},
     extract::State,
     http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header},
@@ -14,6 +15,7 @@ use serde_json::json;
 use sluice_client::{CallOptions, Error, ErrorKind, GeoPoint, RawRequest, RawResponse};
 
 use crate::{
+    access_log::Notes,
     body::{CallGuard, Findings, ProxyBody},
     gateway::{OFFLOAD_BODY, Shared},
     idempotency::{Claim, Stored, fingerprint},
@@ -45,6 +47,8 @@ struct Call {
     hide_usage_chunk: bool,
     request_id: String,
     caller: Option<GeoPoint>,
+    /// The access log's notes, while it is on.
+    notes: Option<Notes>,
 }
 
 /// `/v1/*`.
@@ -53,10 +57,12 @@ pub(crate) async fn v1(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    notes: Option<Extension<Notes>>,
     body: Body,
 ) -> Response {
     let request_id = shared.request_id();
-    let mut response = handle(&shared, method, uri, headers, body, &request_id).await;
+    let notes = notes.map(|Extension(n)| n);
+    let mut response = handle(&shared, method, uri, headers, body, &request_id, notes).await;
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
@@ -70,6 +76,7 @@ async fn handle(
     headers: HeaderMap,
     body: Body,
     request_id: &str,
+    notes: Option<Notes>,
 ) -> Response {
     if shared.draining.load(std::sync::atomic::Ordering::SeqCst) {
         shared.metrics.rejected.increment(1);
@@ -136,6 +143,9 @@ async fn handle(
     };
     guard.set_model(shared.metrics.models().label(fields.model.as_deref()));
     if let Some(model) = &fields.model {
+        if let Some(notes) = &notes {
+            notes.set_model(model);
+        }
         options = options.model(model.clone());
     }
     if route.deliver_once {
@@ -160,7 +170,8 @@ async fn handle(
     };
     let request = RawRequest { method, path: path_and_query, headers: shared.headers.upstream(&headers), body };
     let caller = headers.get(LOCATION_HEADER).and_then(|v| v.to_str().ok()).and_then(parse_location);
-    let call = Call { route, request, options, fields, hide_usage_chunk, request_id: request_id.to_owned(), caller };
+    let call =
+        Call { route, request, options, fields, hide_usage_chunk, request_id: request_id.to_owned(), caller, notes };
 
     let idempotency_key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).filter(|k| !k.is_empty());
     match idempotency_key {
@@ -385,8 +396,12 @@ fn answer(shared: &Arc<Shared>, call: &Call, resp: RawResponse, mut guard: CallG
         let region: Arc<str> = Arc::clone(&meta.region);
         let route = call.route.clone();
         let model = served_model.unwrap_or_default();
+        let notes = call.notes.clone();
         Box::new(move |found: Findings| {
             if let Some(usage) = found.usage {
+                if let Some(notes) = &notes {
+                    notes.set_tokens(usage.input.saturating_add(usage.output));
+                }
                 let label = shared.metrics.models().label(Some(&model));
                 shared.metrics.usage(&region, &label, usage, &shared.prices, &model);
             }

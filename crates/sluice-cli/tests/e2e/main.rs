@@ -12,3 +12,5 @@ mod serve;
 mod fleet;
 // serve driven by the official openai Python SDK (a venv that .ci/run creates).
 mod python_sdk;
+// The admin API, live reload (POST and SIGHUP), `status`, JSON logs and the access log.
+mod ops;
