@@ -14,3 +14,5 @@ mod fleet;
 mod python_sdk;
 // The admin API, live reload (POST and SIGHUP), `status`, JSON logs and the access log.
 mod ops;
+// serve's limits and metrics: tokens/cost, max_concurrent_calls, header_read_timeout, body limit, disconnects.
+mod serve_limits;
