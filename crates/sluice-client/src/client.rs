@@ -34,6 +34,7 @@ use crate::{
     routing::{CallRoute, Routes},
     stream::{open_chat, open_raw},
     telemetry::{self, CALL_MODEL, ModelLabels},
+    trace::TraceParent,
 };
 
 /// Largest error body kept from an upstream answer.
@@ -87,6 +88,7 @@ pub struct CallOptions {
     pub(crate) zones: Option<Arc<[Box<str>]>>,
     only: Option<String>,
     deliver_once: bool,
+    pub(crate) trace: Option<TraceParent>,
 }
 
 // ===== impl CallOptions =====
@@ -166,6 +168,14 @@ impl CallOptions {
     /// effect is unknown (a proxy passing through an unknown endpoint).
     pub fn deliver_once(mut self) -> Self {
         self.deliver_once = true;
+        self
+    }
+
+    /// Joins the call to a W3C trace (an incoming `traceparent`): the call span records its
+    /// trace id, and every attempt sends a `traceparent` with that trace id upstream (see
+    /// [`TraceParent`]).
+    pub fn trace_parent(mut self, parent: TraceParent) -> Self {
+        self.trace = Some(parent);
         self
     }
 }
@@ -487,6 +497,11 @@ impl Attempt {
         if !body.is_empty() {
             headers.entry(header::CONTENT_TYPE).or_insert(HeaderValue::from_static("application/json"));
         }
+        if let Some(trace) = self.route.trace
+            && let Ok(value) = HeaderValue::from_str(&trace.to_string())
+        {
+            headers.insert(TraceParent::HEADER, value);
+        }
         let request = inner.http.request(method, url).headers(headers).body(body).send();
         let rescued = async {
             if inner.policy.rescue {
@@ -596,10 +611,16 @@ impl Inner {
     {
         let guard = self.snapshot.node(node).metrics().start_request();
         let started = now();
-        let fut = attempt(Attempt { inner: Arc::clone(self), node, guard, deadline, started, route: route.clone() });
-        let limit = self.timeouts.attempt;
         let region = Arc::clone(&self.regions[node.index()]);
-        let span = tracing::info_span!("sluice.attempt", region = %region, outcome = Empty);
+        let span = tracing::info_span!("sluice.attempt", region = %region, outcome = Empty, span_id = Empty);
+        let route = match route.trace {
+            Some(trace) => {
+                CallRoute { trace: Some(telemetry::attempt_trace(&span, trace, self.entropy())), ..route.clone() }
+            }
+            None => route.clone(),
+        };
+        let fut = attempt(Attempt { inner: Arc::clone(self), node, guard, deadline, started, route });
+        let limit = self.timeouts.attempt;
         Box::pin(
             async move {
                 let watch = telemetry::AttemptWatch::new(region, started);
@@ -673,8 +694,17 @@ impl Inner {
         T: Send + 'static,
     {
         let model = self.models.label(options.model.as_deref());
-        let span =
-            tracing::info_span!("sluice.call", model = %model, region = Empty, attempts = Empty, outcome = Empty);
+        let span = tracing::info_span!(
+            "sluice.call",
+            model = %model,
+            region = Empty,
+            attempts = Empty,
+            outcome = Empty,
+            trace_id = Empty
+        );
+        if let Some(trace) = options.trace {
+            telemetry::join_trace(&span, trace);
+        }
         let started = now();
         let fut = self.run_attempts(options, kind, hedge, attempt).instrument(span.clone());
         let result = CALL_MODEL.scope(Arc::clone(&model), fut).await;

@@ -19,6 +19,7 @@ mod routing;
 mod sse;
 mod stream;
 pub mod telemetry;
+mod trace;
 mod types;
 
 #[doc(inline)]
@@ -38,6 +39,7 @@ pub use self::{
     provider::{Provider, ProviderKind},
     reload::RegionChanges,
     stream::{ChatStream, RawBody, RawRequest, RawResponse},
+    trace::TraceParent,
     types::{
         ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, ChatMessage, Choice, ChunkChoice, Delta, Model,
         ModelList,

@@ -37,6 +37,8 @@ pub(crate) struct CallRoute {
     pub(crate) body_model: Option<Arc<str>>,
     /// The zones the call may use; `None` = all.
     pub(crate) zones: Option<Arc<[Box<str>]>>,
+    /// The call's trace context; an attempt's copy names the attempt as the parent.
+    pub(crate) trace: Option<crate::TraceParent>,
 }
 
 // ===== impl Routes =====
@@ -157,7 +159,12 @@ impl fmt::Debug for Routes {
 
 impl CallRoute {
     pub(crate) fn of(options: &CallOptions) -> Self {
-        Self { model: options.model.clone(), body_model: options.body_model.clone(), zones: options.zones.clone() }
+        Self {
+            model: options.model.clone(),
+            body_model: options.body_model.clone(),
+            zones: options.zones.clone(),
+            trace: options.trace,
+        }
     }
 
     /// The model to put in the body for `upstream`, when it differs from the body's.

@@ -258,3 +258,64 @@ mod tests {
         assert_eq!(&*labels.label(Some("late")), "other");
     }
 }
+
+/// Joins the call span to the caller's trace: records `trace_id`, and with the `otel`
+/// feature makes the incoming context the span's OpenTelemetry parent.
+pub(crate) fn join_trace(span: &Span, trace: crate::TraceParent) {
+    span.record("trace_id", tracing::field::display(format_args!("{:032x}", trace.trace_id())));
+    #[cfg(feature = "otel")]
+    otel::set_parent(span, trace);
+}
+
+/// The trace context an attempt sends upstream: the call's trace id under the attempt's own
+/// span id (OpenTelemetry's when a layer is installed, else a random one), recorded on the
+/// attempt span as `span_id`.
+pub(crate) fn attempt_trace(span: &Span, trace: crate::TraceParent, entropy: u64) -> crate::TraceParent {
+    #[cfg(feature = "otel")]
+    if let Some(own) = otel::context_of(span) {
+        span.record("span_id", tracing::field::display(format_args!("{:016x}", own.parent_id())));
+        return own;
+    }
+    // A mixed, non-zero id from the client's entropy counter.
+    let mut id = entropy.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    id ^= id >> 31;
+    let child = trace.child(id);
+    span.record("span_id", tracing::field::display(format_args!("{:016x}", child.parent_id())));
+    child
+}
+
+/// OpenTelemetry context through `tracing-opentelemetry` (feature `otel`).
+#[cfg(feature = "otel")]
+mod otel {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+    use tracing::Span;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+    use crate::TraceParent;
+
+    /// Makes the remote context of `trace` the parent of `span` (a no-op without a layer).
+    pub(super) fn set_parent(span: &Span, trace: TraceParent) {
+        let remote = SpanContext::new(
+            TraceId::from_bytes(trace.trace_id().to_be_bytes()),
+            SpanId::from_bytes(trace.parent_id().to_be_bytes()),
+            TraceFlags::new(trace.flags()),
+            true,
+            TraceState::default(),
+        );
+        let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+    }
+
+    /// The span's own OpenTelemetry ids, when an OpenTelemetry layer records it.
+    pub(super) fn context_of(span: &Span) -> Option<TraceParent> {
+        let context = span.context();
+        let own = context.span().span_context().clone();
+        if !own.is_valid() {
+            return None;
+        }
+        TraceParent::new(
+            u128::from_be_bytes(own.trace_id().to_bytes()),
+            u64::from_be_bytes(own.span_id().to_bytes()),
+            own.trace_flags().to_u8(),
+        )
+    }
+}

@@ -4,7 +4,8 @@
 //!
 //! Fields: `method`, `path`, `model`, `region`, `attempts`, `status`, `latency_ms` (to the
 //! end of the answer's body), `first_chunk_ms` (to the answer's head, which the gateway sends
-//! at the first upstream chunk), `tokens` (when the gateway read the usage), `request_id`.
+//! at the first upstream chunk), `tokens` (when the gateway read the usage), `request_id`,
+//! `trace_id` (of an incoming W3C `traceparent`).
 //! `body` says how the answer's body ended: `complete`, `error`, or `ended` (dropped early: the
 //! caller left, or the server stopped at a body end it knew). Never a key, a header value
 //! other than these, or a body. The time is the log line's own.
@@ -66,6 +67,12 @@ pub(crate) async fn layer(mut request: Request, next: Next) -> Response {
     let method = request.method().as_str().to_owned();
     let path = request.uri().path().to_owned();
     let incoming_id = header(request.headers(), "x-request-id");
+    let trace_id = request
+        .headers()
+        .get(sluice_client::TraceParent::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(sluice_client::TraceParent::parse)
+        .map(|t| t.trace_id_hex());
     let notes = Notes::default();
     request.extensions_mut().insert(notes.clone());
     let response = next.run(request).await;
@@ -79,6 +86,7 @@ pub(crate) async fn layer(mut request: Request, next: Next) -> Response {
         status: response.status().as_u16(),
         request_id: header(head, "x-sluice-request-id").or_else(|| header(head, "x-request-id")).or(incoming_id),
         first_chunk_ms: ms(started),
+        trace_id,
         started,
         notes,
         logged: false,
@@ -105,6 +113,7 @@ struct Line {
     status: u16,
     request_id: Option<String>,
     first_chunk_ms: f64,
+    trace_id: Option<String>,
     started: Instant,
     notes: Notes,
     logged: bool,
@@ -128,6 +137,7 @@ impl Line {
             first_chunk_ms = self.first_chunk_ms,
             tokens = self.notes.tokens(),
             request_id = %dash(&self.request_id),
+            trace_id = %dash(&self.trace_id),
             body = outcome,
             "access"
         );

@@ -12,7 +12,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde_json::json;
-use sluice_client::{CallOptions, Error, ErrorKind, GeoPoint, RawRequest, RawResponse};
+use sluice_client::{CallOptions, Error, ErrorKind, GeoPoint, RawRequest, RawResponse, TraceParent};
 
 use crate::{
     access_log::Notes,
@@ -568,6 +568,10 @@ fn call_options(headers: &HeaderMap, shared: &Shared) -> Result<CallOptions, Box
         if !zones.is_empty() {
             options = options.zones(zones);
         }
+    }
+    // W3C trace context: the call joins the caller's trace; an invalid one is ignored.
+    if let Some(trace) = headers.get(TraceParent::HEADER).and_then(|v| v.to_str().ok()).and_then(TraceParent::parse) {
+        options = options.trace_parent(trace);
     }
     Ok(options)
 }

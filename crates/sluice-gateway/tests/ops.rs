@@ -476,3 +476,70 @@ async fn access_log_writes_one_line_per_call_without_keys_or_bodies() {
         assert!(!all.contains(secret), "{secret:?} reached the log");
     }
 }
+
+// Current-thread runtime: the subscriber set for this thread sees every span.
+#[tokio::test]
+async fn traceparent_is_joined_and_sent_upstream_under_the_attempt() {
+    let buffer = Buffer::default();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_writer(buffer.clone())
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let seoul = start_mock("seoul", Duration::ZERO).await;
+    let client = Client::builder().region(seoul.region(37.56, 126.97)).active_probing(false).build().unwrap();
+    let base = serve(Gateway::builder(client).access_log(true).build()).await;
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    for (traceparent, stream) in
+        [(Some(incoming), false), (Some(incoming), true), (Some("00-nonsense"), false), (None, false)]
+    {
+        let mut body = chat_body();
+        body["stream"] = json!(stream);
+        let mut req = http().post(format!("{base}/v1/chat/completions")).json(&body);
+        if let Some(tp) = traceparent {
+            req = req.header("traceparent", tp);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let _ = resp.bytes().await.unwrap();
+    }
+
+    let seen: Vec<Option<String>> =
+        seoul.seen.lock().iter().map(|h| h.get("traceparent").map(|v| v.to_str().unwrap().to_owned())).collect();
+    assert_eq!(seen.len(), 4);
+    assert_eq!((&seen[2], &seen[3]), (&None, &None), "an invalid or missing traceparent sends none");
+    let mut parents = Vec::new();
+    for sent in &seen[..2] {
+        let sent = sent.as_deref().expect("a traceparent went upstream");
+        let parts: Vec<&str> = sent.split('-').collect();
+        assert_eq!(parts.len(), 4, "{sent}");
+        assert_eq!((parts[0], parts[1], parts[3]), ("00", "4bf92f3577b34da6a3ce929d0e0e4736", "01"), "{sent}");
+        assert_ne!(parts[2], "00f067aa0ba902b7", "the attempt is the upstream's parent, not the caller's span");
+        assert_eq!(parts[2].len(), 16);
+        parents.push(parts[2].to_owned());
+    }
+    assert_ne!(parents[0], parents[1], "each attempt has its own span id");
+
+    // The call spans carry the trace id; the attempt spans carry the ids sent upstream.
+    let text = String::from_utf8_lossy(&buffer.0.lock()).into_owned();
+    let closed: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).collect();
+    let spans = |name: &str| -> Vec<Value> {
+        closed.iter().filter(|v| v["span"]["name"] == name).map(|v| v["span"].clone()).collect()
+    };
+    let calls = spans("sluice.call");
+    assert_eq!(calls.len(), 4, "{text}");
+    let traced: Vec<&Value> = calls.iter().filter(|s| s.get("trace_id").is_some()).collect();
+    assert_eq!(traced.len(), 2, "{calls:?}");
+    assert!(traced.iter().all(|s| s["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"), "{calls:?}");
+    let attempt_ids: Vec<String> =
+        spans("sluice.attempt").iter().filter_map(|s| s["span_id"].as_str().map(str::to_owned)).collect();
+    assert_eq!(attempt_ids, parents, "the attempt span ids are the parents sent upstream");
+    let access: Vec<Value> =
+        closed.iter().filter(|v| v["target"] == sluice_gateway::access_log::TARGET).cloned().collect();
+    assert_eq!(access.len(), 4);
+    assert_eq!(access[0]["fields"]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736", "{:?}", access[0]);
+    assert_eq!(access[3]["fields"]["trace_id"], "-");
+}
