@@ -8,6 +8,8 @@ mod demo;
 mod error;
 pub mod mock;
 mod ops;
+#[cfg(feature = "otel")]
+mod otel;
 mod probe;
 mod serve_cmd;
 pub mod server_config;

@@ -62,6 +62,7 @@ struct MockState {
     model_hits: AtomicU64,
     last_body: Mutex<Option<Bytes>>,
     last_auth: Mutex<Option<String>>,
+    last_traceparent: Mutex<Option<String>>,
 }
 
 // ===== impl MockRegion =====
@@ -96,6 +97,7 @@ impl MockRegion {
             model_hits: AtomicU64::new(0),
             last_body: Mutex::new(None),
             last_auth: Mutex::new(None),
+            last_traceparent: Mutex::new(None),
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(chat))
@@ -181,6 +183,11 @@ impl MockRegion {
     pub fn last_authorization(&self) -> Option<String> {
         self.state.last_auth.lock().clone()
     }
+
+    /// The `traceparent` header of the last chat call.
+    pub fn last_traceparent(&self) -> Option<String> {
+        self.state.last_traceparent.lock().clone()
+    }
 }
 
 impl Drop for MockRegion {
@@ -213,6 +220,7 @@ fn error(status: StatusCode, kind: &str, message: &str) -> Response {
 async fn chat(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     state.chat_hits.fetch_add(1, Ordering::Relaxed);
     *state.last_auth.lock() = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    *state.last_traceparent.lock() = headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned);
     *state.last_body.lock() = Some(body.clone());
     pause(&state).await;
     let retry = state.rate_limit_secs.load(Ordering::Relaxed);

@@ -38,14 +38,57 @@ pub(crate) fn filter(default: &str, access_log: bool) -> tracing_subscriber::Env
     }
 }
 
+/// What `serve` must flush before it exits: the OpenTelemetry export (feature `otel`).
+#[derive(Debug, Default)]
+pub(crate) struct Telemetry {
+    #[cfg(feature = "otel")]
+    otel: Option<crate::otel::Otel>,
+}
+
+impl Telemetry {
+    /// Exports what is still buffered.
+    pub(crate) async fn shutdown(self) {
+        #[cfg(feature = "otel")]
+        if let Some(otel) = self.otel {
+            otel.shutdown().await;
+        }
+    }
+}
+
 /// Installs `serve`'s log subscriber on stderr: the filter of [`filter`] (default `info`) and
-/// the format. A second call is ignored.
-pub(crate) fn init_logs(format: LogFormat, access_log: bool) {
-    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter("info", access_log));
-    let _ = match format {
-        LogFormat::Text => builder.with_target(false).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+/// the format, plus the OpenTelemetry export when built with `otel` and the `OTEL_*`
+/// variables ask for it. A second call installs nothing.
+pub(crate) fn init_logs(format: LogFormat, access_log: bool) -> Telemetry {
+    use tracing_subscriber::{Layer as _, layer::SubscriberExt as _, util::SubscriberInitExt as _};
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Text => fmt.with_target(false).boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).with_current_span(false).boxed(),
     };
+    let registry = tracing_subscriber::registry().with(filter("info", access_log)).with(fmt);
+    #[cfg(feature = "otel")]
+    {
+        let (layer, otel, problem) = match crate::otel::start() {
+            Ok(Some((layer, otel))) => (Some(layer), Some(otel), None),
+            Ok(None) => (None, None, None),
+            Err(problem) => (None, None, Some(problem)),
+        };
+        let exporting = otel.is_some();
+        if registry.with(layer).try_init().is_err() {
+            return Telemetry::default();
+        }
+        if let Some(problem) = problem {
+            tracing::error!(%problem, "OpenTelemetry export is off");
+        } else if exporting {
+            tracing::info!("OpenTelemetry: exporting spans over OTLP/HTTP");
+        }
+        Telemetry { otel }
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        let _ = registry.try_init();
+        Telemetry::default()
+    }
 }
 
 /// Re-reads `path` and swaps its regions in; the errors are `check-config`'s.

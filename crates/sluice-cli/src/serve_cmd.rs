@@ -35,7 +35,7 @@ fn key_from_env(flag: &str, var: &str) -> Result<String, CliError> {
 
 /// Runs the gateway until SIGTERM or Ctrl-C, then drains.
 pub(crate) async fn run(config: &Config, command: ServeCommand) -> Result<ExitCode, CliError> {
-    ops::init_logs(command.log_format, command.access_log);
+    let telemetry = ops::init_logs(command.log_format, command.access_log);
     let required_key =
         command.require_key_env.as_deref().map(|var| key_from_env("--require-key-env", var)).transpose()?;
     let admin_key = command.admin_key_env.as_deref().map(|var| key_from_env("--admin-key-env", var)).transpose()?;
@@ -109,6 +109,7 @@ pub(crate) async fn run(config: &Config, command: ServeCommand) -> Result<ExitCo
         ServeOptions::default().header_read_timeout(server.header_read_timeout).drain_timeout(command.drain_timeout);
     let drained = sluice_gateway::serve(listener, gateway, options, signal).await?;
     client.shutdown_probing().await;
+    telemetry.shutdown().await;
     if let Some(fleet) = fleet {
         // Hand this replica's probe leases over at once (unless a connection that outlived
         // the drain still holds the admin API).

@@ -16,3 +16,6 @@ mod python_sdk;
 mod ops;
 // serve's limits and metrics: tokens/cost, max_concurrent_calls, header_read_timeout, body limit, disconnects.
 mod serve_limits;
+// serve built with `otel`: spans reach an OTLP/HTTP receiver started in the test.
+#[cfg(feature = "otel")]
+mod otel;
