@@ -148,6 +148,54 @@ async fn rescue_can_be_turned_off() {
     assert_eq!((hang.chat_hits(), good.chat_hits()), (1, 0));
 }
 
+/// A passive ejection is inferred from other calls' answers: the ejected region is alive and
+/// will still answer the calls it holds. A plain call waiting there is not re-sent (that would
+/// generate it twice); it gets its answer from the region that has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ejection_does_not_rescue_a_call_its_region_is_generating() {
+    let seoul = MockRegion::start("seoul").await;
+    // The first call takes a while to generate; the next three fail fast.
+    seoul.script([
+        Reply::Delay(Duration::from_secs(2), Box::new(Reply::Ok)),
+        Reply::Status(500, vec![]),
+        Reply::Status(500, vec![]),
+        Reply::Status(500, vec![]),
+    ]);
+    let tokyo = MockRegion::start("tokyo").await;
+    let singapore = MockRegion::start("singapore").await;
+    let client = builder()
+        .regions([seoul.region(SEOUL), tokyo.region(TOKYO), singapore.region(SINGAPORE)])
+        .outlier_config(OutlierConfig::builder().consecutive_failures(3).build().unwrap())
+        .build()
+        .unwrap();
+    let slow = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client.chat_completions_with(request(), &CallOptions::new().prefer_region("seoul")).await
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while seoul.chat_hits() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the slow call reached seoul");
+    // Three calls fail in Seoul (and are served elsewhere): Seoul is ejected while the first
+    // call is still being generated there.
+    for _ in 0..3 {
+        let resp = client.chat_completions_with(request(), &CallOptions::new().prefer_region("seoul")).await.unwrap();
+        assert_ne!(&*resp.meta.region, "seoul");
+    }
+    assert!(client.snapshot().nodes()[0].metrics().excluded_until().is_some(), "seoul was ejected");
+    let resp = slow.await.unwrap().expect("the slow call is answered");
+    assert_eq!(&*resp.meta.region, "seoul", "served by the region that generated it");
+    assert_eq!(resp.meta.rescues, 0);
+    // Four calls, four generations: the slow one was never re-sent.
+    assert_eq!(seoul.chat_hits() + tokyo.chat_hits() + singapore.chat_hits(), 4 + 3);
+    assert_eq!(tokyo.chat_hits() + singapore.chat_hits(), 3);
+}
+
 /// Under a total outage, retries stay within the budget: about 20 % of calls plus the floor,
 /// instead of three attempts per call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -164,3 +164,54 @@ async fn comments_keep_a_slow_stream_alive() {
     assert_eq!(text.unwrap(), "ab");
     assert_eq!((a.chat_hits(), b.chat_hits()), (1, 0));
 }
+
+/// A long answer is not a failure: with `streams_outlive_total`, a stream that keeps flowing
+/// runs past `total` (only the idle timeout can end it); without it, `total` ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flowing_stream_may_outlive_total_when_allowed() {
+    // 100 content parts 20 ms apart: two seconds, well past a 1 s total (which leaves ample
+    // time for the first part to commit the stream).
+    let mut parts: Vec<String> = (0..100).map(|_| content_event("x")).collect();
+    parts.push("data: [DONE]\n\n".into());
+    let region = MockRegion::start("seoul").await;
+    region.always(sse(&parts, SseEnd::Close));
+    let client = |outlive: bool| {
+        builder()
+            .regions([region.region(SEOUL)])
+            .timeouts(
+                Timeouts::default()
+                    .total(Duration::from_secs(1))
+                    .idle(Duration::from_secs(20))
+                    .streams_outlive_total(outlive),
+            )
+            .build()
+            .unwrap()
+    };
+    let bounded = client(false);
+    let (_, text) = typed_stream(&bounded).await;
+    assert_eq!(text.unwrap_err().kind(), &ErrorKind::DeadlineExceeded, "total bounds a stream by default");
+    let (_, body) = raw_stream(&bounded).await;
+    assert_eq!(body.unwrap_err().kind(), &ErrorKind::DeadlineExceeded);
+
+    let allowed = client(true);
+    let (_, text) = typed_stream(&allowed).await;
+    assert_eq!(text.unwrap(), "x".repeat(100));
+    let (_, body) = raw_stream(&allowed).await;
+    assert!(body.unwrap().ends_with("data: [DONE]\n\n"));
+    // A stall still ends it, at the idle timeout (past `total`: a deadline error would mean
+    // `total` ended it).
+    let stalled = MockRegion::start("seoul").await;
+    stalled.always(sse(&[content_event("a")], SseEnd::Stall));
+    let client = builder()
+        .regions([stalled.region(SEOUL)])
+        .timeouts(
+            Timeouts::default()
+                .total(Duration::from_secs(1))
+                .idle(Duration::from_millis(1500))
+                .streams_outlive_total(true),
+        )
+        .build()
+        .unwrap();
+    let (_, text) = typed_stream(&client).await;
+    assert!(matches!(text.unwrap_err().kind(), ErrorKind::StreamInterrupted { .. }));
+}

@@ -247,6 +247,7 @@ struct RawTimeouts {
     first_chunk: Option<Dur>,
     total: Option<Dur>,
     idle: Option<Dur>,
+    streams_outlive_total: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -510,6 +511,7 @@ impl Config {
             timeouts = set(timeouts, t.first_chunk, |t, d| t.first_chunk(d.0));
             timeouts = set(timeouts, t.total, |t, d| t.total(d.0));
             timeouts = set(timeouts, t.idle, |t, d| t.idle(d.0));
+            timeouts = set(timeouts, t.streams_outlive_total, Timeouts::streams_outlive_total);
             for (name, d) in [
                 ("connect", timeouts.connect),
                 ("attempt", timeouts.attempt),

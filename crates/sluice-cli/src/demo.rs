@@ -145,7 +145,7 @@ pub(crate) async fn run(duration: Duration, seed: u64) -> Result<ExitCode, CliEr
                 let name = name_of(&event.region);
                 let i = event.node.index().min(REGIONS.len() - 1);
                 let line = match event.kind {
-                    HealthEventKind::BecameUnhealthy { reason } => {
+                    HealthEventKind::BecameUnhealthy { reason, .. } => {
                         was_down[i] = true;
                         let short = reason.split(':').next().unwrap_or(&reason).to_owned();
                         format!("health: probes mark {name} unhealthy ({short}); no new calls go there")

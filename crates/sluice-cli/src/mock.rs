@@ -233,6 +233,10 @@ async fn chat(State(state): State<AppState>, headers: HeaderMap, body: Bytes) ->
         Ok(v @ Value::Object(_)) => v,
         _ => return error(StatusCode::BAD_REQUEST, "invalid_request_error", "body is not a JSON object"),
     };
+    // As OpenAI does, a request without a list of messages is the caller's error.
+    if !request.get("messages").is_some_and(Value::is_array) {
+        return error(StatusCode::BAD_REQUEST, "invalid_request_error", "'messages' must be an array");
+    }
     let model = request.get("model").and_then(Value::as_str).unwrap_or("mock-model").to_owned();
     let prompt = request
         .get("messages")

@@ -92,7 +92,7 @@ async fn watch_loop(
         while let Ok(event) = events.try_recv() {
             let i = event.node.index();
             reasons[i] = match event.kind {
-                HealthEventKind::BecameUnhealthy { reason } => reason,
+                HealthEventKind::BecameUnhealthy { reason, .. } => reason,
                 HealthEventKind::CredentialsRejected { status } => format!("credentials rejected (http {status})"),
                 HealthEventKind::BecameHealthy => String::new(),
                 _ => continue,

@@ -43,6 +43,10 @@ pub struct Timeouts {
     pub total: Duration,
     /// See [`DEFAULT_IDLE_TIMEOUT`].
     pub idle: Duration,
+    /// Whether a committed stream that keeps flowing may run past `total`. Off by default:
+    /// `total` bounds every call. When on, `total` bounds a stream only until its first
+    /// content; after that only the idle timeout ends it (a long answer is not a failure).
+    pub streams_outlive_total: bool,
 }
 
 impl Default for Timeouts {
@@ -53,6 +57,7 @@ impl Default for Timeouts {
             first_chunk: DEFAULT_FIRST_CHUNK_TIMEOUT,
             total: DEFAULT_TOTAL_TIMEOUT,
             idle: DEFAULT_IDLE_TIMEOUT,
+            streams_outlive_total: false,
         }
     }
 }
@@ -87,6 +92,12 @@ impl Timeouts {
         self.total = d;
         self
     }
+
+    /// Lets a committed stream that keeps flowing run past `total` (see the field).
+    pub fn streams_outlive_total(mut self, on: bool) -> Self {
+        self.streams_outlive_total = on;
+        self
+    }
 }
 
 /// When and how a call moves to another region.
@@ -105,7 +116,8 @@ pub struct FailoverPolicy {
     pub retry_budget_ttl: Duration,
     /// Cap on honoured Retry-After values. See [`DEFAULT_RETRY_AFTER_CAP`].
     pub retry_after_cap: Duration,
-    /// Re-send calls still waiting on a region that health checks mark down. On by default.
+    /// Re-send calls still waiting for their answer's head on a region whose probes find it
+    /// silent (no answer at all) after the attempt started. On by default.
     ///
     /// A rescued call was already sent once; if the first region was merely slow rather than
     /// dead, it may still process (and bill) it. Turn this off for calls that must never be

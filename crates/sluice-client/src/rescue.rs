@@ -1,4 +1,4 @@
-//! In-flight rescue: waking attempts whose region health checks just marked down.
+//! In-flight rescue: waking attempts whose region health checks just found silent.
 
 use std::{
     fmt,
@@ -13,11 +13,8 @@ use tokio::sync::{Notify, broadcast};
 
 use crate::budget::RetryBudget;
 
-/// How `sluice-health` words a probe failure whose region answered (`ProbeError`'s display).
-const ANSWERED: [&str; 3] = ["unexpected http status", "credentials rejected", "response body is not"];
-
-/// One `Notify` per node, fired when the node is marked unhealthy or ejected, with the time
-/// of the latest such event.
+/// One `Notify` per node, fired when probes find the node silent, with the time of the
+/// latest such event.
 pub(crate) struct RescueHub {
     nodes: Box<[(Notify, Mutex<Option<Instant>>)]>,
     /// Region id per node: events are matched by region, because after a region update the
@@ -43,18 +40,12 @@ impl RescueHub {
             let event = events.recv().await;
             let Some(hub) = hub.upgrade() else { return };
             match event {
-                // A probe that got an answer (an error status, a bad models list) shows a region
-                // that is alive: its in-flight calls will get their answers, and re-sending them
-                // would generate twice. Only silence (a timeout, a refused or broken connection)
-                // or a passive ejection rescues.
-                Ok(HealthEvent { kind: HealthEventKind::BecameUnhealthy { reason }, .. })
-                    if ANSWERED.iter().any(|p| reason.starts_with(p)) => {}
-                Ok(HealthEvent {
-                    region,
-                    kind: HealthEventKind::BecameUnhealthy { .. } | HealthEventKind::Ejected { .. },
-                    at,
-                    ..
-                }) => {
+                // Only silence rescues: a probe that got no answer at all (a timeout, a refused
+                // or broken connection). A node that answered, even with an error status, is
+                // alive and will answer the calls it holds; re-sending them would generate
+                // twice. For the same reason a passive ejection never rescues: it is inferred
+                // from other calls' answers, and says nothing of whether this one will come.
+                Ok(HealthEvent { region, kind: HealthEventKind::BecameUnhealthy { silent: true, .. }, at, .. }) => {
                     let node = hub.regions.iter().position(|r| *r == region);
                     if let Some((notify, last)) = node.and_then(|i| hub.nodes.get(i)) {
                         *last.lock() = Some(at);
@@ -67,7 +58,7 @@ impl RescueHub {
         }
     }
 
-    /// Resolves when `node` is marked down after `started` (the attempt's start) **and** the
+    /// Resolves when probes find `node` silent after `started` (the attempt's start) **and** the
     /// retry budget grants a re-send. Never resolves otherwise.
     ///
     /// Only a change after the attempt started counts: a node offered while already down

@@ -230,6 +230,13 @@ fn cut(inner: &Inner, meta: &ResponseMeta, kind: ErrorKind, outcome: Outcome, so
     }
 }
 
+/// The deadline a committed body keeps: the call's, unless it is an event stream and
+/// [`Timeouts::streams_outlive_total`](crate::Timeouts::streams_outlive_total) lets a stream
+/// that keeps flowing run past it (the idle timeout still ends a stalled one).
+fn committed_deadline(inner: &Inner, deadline: tokio::time::Instant, sse: bool) -> Option<Pin<Box<Sleep>>> {
+    (!(sse && inner.timeouts.streams_outlive_total)).then(|| Box::pin(tokio::time::sleep_until(deadline)))
+}
+
 /// A committed chat completion stream: typed chunks until `[DONE]`.
 ///
 /// A stream cut before `[DONE]` (the connection drops, an error event arrives, a chunk does
@@ -244,7 +251,8 @@ pub struct ChatStream {
     held: VecDeque<ChatCompletionChunk>,
     ended: bool,
     guard: Option<InFlightGuard>,
-    deadline: Pin<Box<Sleep>>,
+    /// The call's deadline; `None` when a flowing stream may outlive it.
+    deadline: Option<Pin<Box<Sleep>>>,
     done: bool,
 }
 
@@ -259,13 +267,13 @@ impl ChatStream {
         let OpenedChat { mut upstream, held, ended } = opened;
         upstream.arm_idle(inner.timeouts.idle);
         Self {
-            inner,
             meta,
             upstream,
             held,
             ended,
+            deadline: committed_deadline(&inner, deadline, true),
+            inner,
             guard: Some(guard),
-            deadline: Box::pin(tokio::time::sleep_until(deadline)),
             done: false,
         }
     }
@@ -306,7 +314,7 @@ impl Stream for ChatStream {
         if self.ended {
             return self.finish();
         }
-        if self.deadline.as_mut().poll(cx).is_ready() {
+        if self.deadline.as_mut().is_some_and(|d| d.as_mut().poll(cx).is_ready()) {
             return self.fail(ErrorKind::DeadlineExceeded, Outcome::Timeout, None);
         }
         let region = Arc::clone(&self.meta.region);
@@ -385,7 +393,8 @@ pub struct RawBody {
     upstream: Upstream,
     held: VecDeque<Bytes>,
     guard: Option<InFlightGuard>,
-    deadline: Pin<Box<Sleep>>,
+    /// The call's deadline; `None` when a flowing stream may outlive it.
+    deadline: Option<Pin<Box<Sleep>>>,
     sse: bool,
     saw_end: bool,
     done: bool,
@@ -402,12 +411,12 @@ impl RawBody {
         let OpenedRaw { mut upstream, held, sse, saw_end } = opened;
         upstream.arm_idle(inner.timeouts.idle);
         Self {
+            deadline: committed_deadline(&inner, deadline, sse),
             inner,
             meta,
             upstream,
             held,
             guard: Some(guard),
-            deadline: Box::pin(tokio::time::sleep_until(deadline)),
             sse,
             saw_end,
             done: false,
@@ -451,7 +460,7 @@ impl Stream for RawBody {
         if let Some(chunk) = self.held.pop_front() {
             return Poll::Ready(Some(Ok(chunk)));
         }
-        if self.deadline.as_mut().poll(cx).is_ready() {
+        if self.deadline.as_mut().is_some_and(|d| d.as_mut().poll(cx).is_ready()) {
             return self.fail(ErrorKind::DeadlineExceeded, Outcome::Timeout, None);
         }
         let region = Arc::clone(&self.meta.region);

@@ -103,6 +103,13 @@ impl ProbeError {
         Self::Other { source: source.into() }
     }
 
+    /// Whether the node gave no answer at all: a timeout, or a connection that was refused
+    /// or broke. Any answer (an error status, refused credentials, a bad body) shows a node
+    /// that is alive; so does a custom probe's [`Other`](Self::Other) error.
+    pub fn is_silence(&self) -> bool {
+        matches!(self, Self::Timeout | Self::Connect { .. } | Self::Transport { .. })
+    }
+
     /// Whether the node refused our credentials (401/403): a configuration fault.
     pub fn is_credentials(&self) -> bool {
         matches!(self, Self::Credentials { .. })

@@ -30,6 +30,13 @@ pub enum HealthEventKind {
     BecameUnhealthy {
         /// The last probe error, as text.
         reason: String,
+        /// Whether that probe got no answer at all: it timed out, or its connection was
+        /// refused or broke ([`ProbeError::is_silence`](crate::ProbeError::is_silence)). Calls
+        /// waiting on a silent node may never be answered; a node that answered with an error
+        /// status is alive and will answer the calls it holds. In-flight rescue in
+        /// `sluice-client` acts only on silence. A verdict heard from another replica is never
+        /// silence here: that replica's network path says nothing about this one's.
+        silent: bool,
     },
     /// The node refused our credentials (HTTP 401/403). A configuration fault, also logged at
     /// `error` level. Sent when a node starts refusing, not on every probe.

@@ -123,7 +123,7 @@ impl HealthMonitor {
                 if metrics.set_health(HealthState::Unhealthy) != HealthState::Unhealthy {
                     tracing::warn!(node = %node, region = %inner.regions[node.index()], "node down (fleet verdict)");
                     let reason = "reported down by another replica".to_owned();
-                    inner.emit(node, HealthEventKind::BecameUnhealthy { reason }, now);
+                    inner.emit(node, HealthEventKind::BecameUnhealthy { reason, silent: false }, now);
                 }
             }
             SharedVerdict::Up => {
@@ -244,7 +244,7 @@ mod tests {
             assert_eq!(SharedVerdict::from_event(&kind, t0), expect, "{kind:?}");
         };
         check(HealthEventKind::BecameHealthy, Some(SharedVerdict::Up));
-        check(HealthEventKind::BecameUnhealthy { reason: String::new() }, Some(SharedVerdict::Down));
+        check(HealthEventKind::BecameUnhealthy { reason: String::new(), silent: true }, Some(SharedVerdict::Down));
         check(HealthEventKind::Ejected { until: t0 + s }, Some(SharedVerdict::Ejected { remaining: s }));
         check(HealthEventKind::CooldownStarted { until: t0 + s }, Some(SharedVerdict::Cooldown { remaining: s }));
         check(HealthEventKind::EjectionEnded, Some(SharedVerdict::EjectionEnded));

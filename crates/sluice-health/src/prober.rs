@@ -229,7 +229,8 @@ impl NodeProber {
                     metrics.set_health(HealthState::Unhealthy);
                     let reason = error_chain(&error);
                     tracing::warn!(node = %id, region = %region, reason = %reason, "node became unhealthy");
-                    inner.publish(id, HealthEventKind::BecameUnhealthy { reason }, now);
+                    let silent = error.is_silence();
+                    inner.publish(id, HealthEventKind::BecameUnhealthy { reason, silent }, now);
                 }
             }
         }

@@ -75,7 +75,13 @@ async fn thresholds_are_respected_exactly() {
         kinds(&mut events),
         [
             (0, HealthEventKind::BecameHealthy),
-            (0, HealthEventKind::BecameUnhealthy { reason: "connection failed: connection refused".into() }),
+            (
+                0,
+                HealthEventKind::BecameUnhealthy {
+                    reason: "connection failed: connection refused".into(),
+                    silent: true
+                }
+            ),
             (0, HealthEventKind::BecameHealthy),
         ]
     );
@@ -170,7 +176,7 @@ async fn a_hanging_node_delays_no_other_node() {
     assert_eq!(hanging, (0..=10).map(|i| i * S).collect::<Vec<_>>());
     assert_eq!(health(&m, 1), HealthState::Healthy);
     let ev: Vec<_> = kinds(&mut events).into_iter().filter(|(n, _)| *n == 0).collect();
-    assert_eq!(ev, [(0, HealthEventKind::BecameUnhealthy { reason: "probe timed out".into() })]);
+    assert_eq!(ev, [(0, HealthEventKind::BecameUnhealthy { reason: "probe timed out".into(), silent: true })]);
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
@@ -186,7 +192,13 @@ async fn credentials_errors_are_reported_once_and_distinctly() {
         kinds(&mut events).into_iter().filter(|(n, _)| *n == 0).collect::<Vec<_>>(),
         [
             (0, HealthEventKind::CredentialsRejected { status: 401 }),
-            (0, HealthEventKind::BecameUnhealthy { reason: "credentials rejected with http status 401".into() }),
+            (
+                0,
+                HealthEventKind::BecameUnhealthy {
+                    reason: "credentials rejected with http status 401".into(),
+                    silent: false
+                }
+            ),
         ]
     );
 }

@@ -118,9 +118,16 @@ async fn headers_errors_and_passthrough() {
     assert!(body["error"]["message"].as_str().unwrap().contains("ap-northeast-2, ap-northeast-1"), "{body}");
     assert_eq!(regions.iter().map(|m| m.chat_hits()).sum::<u64>(), hits, "bad requests were forwarded");
 
-    // An upstream client error comes back unchanged, with its status.
+    // An upstream client error comes back unchanged, with its status, and is not retried
+    // elsewhere: another region would refuse it the same way.
+    let hits: u64 = regions.iter().map(|m| m.chat_hits()).sum();
     let r = http.post(&url).json(&json!({"model": "m", "messages": "not a list"})).send().await.unwrap();
-    assert_eq!(r.status(), 200, "mocks accept any object");
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["x-sluice-attempts"], "1");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["message"], "'messages' must be an array", "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    assert_eq!(regions.iter().map(|m| m.chat_hits()).sum::<u64>(), hits + 1, "one upstream attempt");
     // Other methods and paths under /v1 pass through to a region (OpenAI lists stored chat
     // completions at GET /v1/chat/completions); the mock has no such route.
     let r = http.get(&url).send().await.unwrap();
@@ -311,7 +318,16 @@ async fn drains_in_flight_streams_on_sigterm() {
         }
     })
     .await;
-    assert!(!refused.is_empty());
+    // Once refusing, it keeps refusing, and no new call reaches the region: only the
+    // in-flight stream is still served.
+    let hits = regions[0].chat_hits();
+    for _ in 0..3 {
+        match fresh.post(serve.url("/v1/chat/completions")).json(&chat_body(false)).send().await {
+            Err(_) => {}
+            Ok(r) => assert_eq!(r.status(), 503, "after a {refused} refusal, a new call was served"),
+        }
+    }
+    assert_eq!(regions[0].chat_hits(), hits, "a call reached the region while draining");
 
     while let Some(chunk) = body.next().await {
         text.push_str(&String::from_utf8_lossy(&chunk.expect("the in-flight stream finishes")));
