@@ -1,9 +1,19 @@
 //! Per-pick cost of every strategy at 5, 50 and 500 nodes, a contended run with two threads on
-//! one shared strategy, and the naive design as an in-run baseline.
+//! one shared strategy, and two in-run baselines.
 //!
-//! The naive baseline reproduces what many gateways do: one `Mutex` over a map keyed by
-//! region name, a linear scan, and `random.choices`-style sampling that builds a fresh
-//! cumulative-weights vector per pick.
+//! * `naive-baseline` reproduces what many gateways do: one `Mutex` over a map keyed by
+//!   region name, a linear scan, and `random.choices`-style sampling that builds a fresh
+//!   cumulative-weights vector per pick.
+//! * `plain-vec-scan/<strategy>` is the same choice as `<strategy>` done the plain way, and
+//!   not a strawman: a `Vec` of plain structs, no lock, no allocation, one linear scan per
+//!   pick. `plain-vec-scan/locality` takes the nearest node with room (largest dot product of
+//!   unit vectors, so no trigonometry); `plain-vec-scan/response-time` draws in proportion to
+//!   weight / latency (two passes over the `Vec`).
+//!
+//! The clock advances by [`STEP`] per pick (1 µs: a million picks per second), so time-based
+//! state behaves as it does under load: `response-time` rebuilds its table every 10 ms of
+//! that clock, i.e. once per 10,000 picks. `response-time-rebuild-every-pick` steps the clock
+//! by 11 ms instead, the cost when calls are sparse and each pick finds the table stale.
 
 use std::{
     collections::HashMap,
@@ -24,19 +34,44 @@ use sluice_region_model::{GeoPoint, Snapshot};
 const SIZES: [usize; 3] = [5, 50, 500];
 const SEOUL: GeoPoint = GeoPoint::new(37.56, 126.97);
 
+/// How far the clock moves per pick.
+const STEP: Duration = Duration::from_micros(1);
+
+/// A clock that moves by a fixed step on every read, from the world's `now`.
+#[derive(Clone, Copy)]
+struct Clock {
+    at: Instant,
+    step: Duration,
+}
+
+impl Clock {
+    fn new(at: Instant, step: Duration) -> Self {
+        Self { at, step }
+    }
+
+    #[inline]
+    fn tick(&mut self) -> Instant {
+        self.at += self.step;
+        self.at
+    }
+}
+
 /// The caller's location, converted once (as a client does per call).
 fn seoul() -> Caller {
     Caller::new(SEOUL)
 }
 
-/// A snapshot whose nodes carry latencies, errors and load, read at an instant 3 s after the
-/// last update so that every estimate read pays its decay.
+/// A snapshot whose nodes carry latencies (established: more than the 200 answers after
+/// which `locality` compares service times), errors and load, read from an instant 3 s after
+/// the last update so that every estimate read pays its decay.
 fn world(n: usize) -> (Snapshot, Instant, Vec<sluice_region_model::InFlightGuard>) {
     let t0 = Instant::now();
     let snapshot = snapshot_spread(n);
     let mut guards = Vec::new();
     for (i, node) in snapshot.nodes().iter().enumerate() {
-        node.metrics().record_success(Duration::from_millis(20 + (i as u64 * 7) % 200), t0);
+        for _ in 0..=sluice_balancer::ESTABLISHED_SAMPLES {
+            node.metrics().record_success(Duration::from_millis(20 + (i as u64 * 7) % 200), t0);
+        }
         if i % 5 == 0 {
             node.metrics().record_failure(t0);
         }
@@ -103,6 +138,69 @@ impl Naive {
     }
 }
 
+// ===== plain Vec baselines =====
+
+/// One node of the plain baseline: plain fields, no atomics.
+struct PlainNode {
+    unit: [f64; 3],
+    weight: f64,
+    latency_ms: f64,
+    in_flight: u32,
+    limit: u32,
+    healthy: bool,
+}
+
+/// The baselines' nodes, as in [`world`]: same places, latencies, failures and load.
+fn plain(n: usize) -> Vec<PlainNode> {
+    snapshot_spread(n)
+        .nodes()
+        .iter()
+        .enumerate()
+        .map(|(i, node)| PlainNode {
+            unit: node.unit_vector(),
+            weight: 1.0,
+            latency_ms: 20.0 + ((i * 7) % 200) as f64,
+            in_flight: (i % 4) as u32,
+            limit: 100,
+            healthy: true,
+        })
+        .collect()
+}
+
+/// The nearest healthy node with room, by one scan.
+#[inline]
+fn plain_nearest(nodes: &[PlainNode], caller: [f64; 3]) -> Option<usize> {
+    let mut best: Option<(usize, f64)> = None;
+    for (i, n) in nodes.iter().enumerate() {
+        if !n.healthy || n.in_flight >= n.limit {
+            continue;
+        }
+        let dot = n.unit[0] * caller[0] + n.unit[1] * caller[1] + n.unit[2] * caller[2];
+        if best.is_none_or(|(_, b)| dot > b) {
+            best = Some((i, dot));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+/// A draw in proportion to weight / latency, by two scans.
+#[inline]
+fn plain_weighted(nodes: &[PlainNode], entropy: u64) -> Option<usize> {
+    let w = |n: &PlainNode| if n.healthy { n.weight / n.latency_ms } else { 0.0 };
+    let total: f64 = nodes.iter().map(w).sum();
+    if total <= 0.0 {
+        return None;
+    }
+    let mut x = (entropy >> 11) as f64 / (1u64 << 53) as f64 * total;
+    for (i, n) in nodes.iter().enumerate() {
+        x -= w(n);
+        if x < 0.0 {
+            return Some(i);
+        }
+    }
+    nodes.iter().rposition(|n| w(n) > 0.0)
+}
+
 // ===== benches =====
 
 fn single_thread(c: &mut Criterion) {
@@ -112,16 +210,42 @@ fn single_thread(c: &mut Criterion) {
             let (snapshot, now, _guards) = world(n);
             let s = strategy(kind, &snapshot);
             let mut entropy = EntropySource::new(7);
+            let mut clock = Clock::new(now, STEP);
             let caller = seoul();
             group.bench_with_input(BenchmarkId::new("nodes", n), &n, |b, _| {
                 b.iter(|| {
-                    let view = PickView::all(&snapshot, now, entropy.next_u64()).with_caller(caller);
+                    let view = PickView::all(&snapshot, clock.tick(), entropy.next_u64()).with_caller(caller);
                     black_box(s.pick(black_box(&view)))
                 })
             });
         }
         group.finish();
     }
+    // Sparse calls: every pick finds the response-time table older than its 10 ms refresh.
+    let mut group = c.benchmark_group("response-time-rebuild-every-pick");
+    for n in SIZES {
+        let (snapshot, now, _guards) = world(n);
+        let s = strategy(StrategyKind::ResponseTime, &snapshot);
+        let mut entropy = EntropySource::new(7);
+        let mut clock = Clock::new(now, Duration::from_millis(11));
+        group.bench_with_input(BenchmarkId::new("nodes", n), &n, |b, _| {
+            b.iter(|| black_box(s.pick(black_box(&PickView::all(&snapshot, clock.tick(), entropy.next_u64())))))
+        });
+    }
+    group.finish();
+    let mut group = c.benchmark_group("plain-vec-scan");
+    for n in SIZES {
+        let nodes = plain(n);
+        let caller = SEOUL.unit_vector();
+        group.bench_with_input(BenchmarkId::new("locality", n), &n, |b, _| {
+            b.iter(|| black_box(plain_nearest(black_box(&nodes), black_box(caller))))
+        });
+        let mut entropy = EntropySource::new(7);
+        group.bench_with_input(BenchmarkId::new("response-time", n), &n, |b, _| {
+            b.iter(|| black_box(plain_weighted(black_box(&nodes), entropy.next_u64())))
+        });
+    }
+    group.finish();
     // Adaptive compares every node up to 8 candidates; this is its pure-P2C setting, for the
     // cost of that choice.
     let mut group = c.benchmark_group("adaptive-p2c-only");
@@ -129,8 +253,9 @@ fn single_thread(c: &mut Criterion) {
         let (snapshot, now, _guards) = world(n);
         let s = sluice_balancer::Adaptive::builder().full_scan_max(0).build().expect("valid");
         let mut entropy = EntropySource::new(7);
+        let mut clock = Clock::new(now, STEP);
         group.bench_with_input(BenchmarkId::new("nodes", n), &n, |b, _| {
-            b.iter(|| black_box(s.pick(black_box(&PickView::all(&snapshot, now, entropy.next_u64())))))
+            b.iter(|| black_box(s.pick(black_box(&PickView::all(&snapshot, clock.tick(), entropy.next_u64())))))
         });
     }
     group.finish();
@@ -155,8 +280,9 @@ fn contended(c: &mut Criterion) {
                     let (s, snapshot) = (Arc::clone(&s), Arc::clone(&snapshot));
                     move |iters| {
                         let mut entropy = EntropySource::new(seed);
+                        let mut clock = Clock::new(now, STEP);
                         for _ in 0..iters {
-                            let view = PickView::all(&snapshot, now, entropy.next_u64()).with_caller(seoul());
+                            let view = PickView::all(&snapshot, clock.tick(), entropy.next_u64()).with_caller(seoul());
                             black_box(s.pick(black_box(&view)));
                         }
                     }

@@ -49,6 +49,9 @@ pub const DEFAULT_RTT_REFRESH: Duration = Duration::from_secs(1);
 /// Views up to this size are ranked by round trip on the stack, per pick.
 pub const STACK_NODES: usize = 64;
 
+/// Tiers up to this size are drawn from in one pass (their usable members kept on the stack).
+const TIER_STACK: usize = 32;
+
 /// Round trip per kilometre of great-circle distance: light in fibre covers about 200 km per
 /// millisecond, there and back.
 const RTT_NS_PER_KM: f64 = 10_000.0;
@@ -233,13 +236,24 @@ impl Locality {
             // Cold start is "like the peers": never clearly slower.
             return (false, false);
         };
-        let (ec, en) = (1.0 + mc.error_rate_at(now_ns), 1.0 + mn.error_rate_at(now_ns));
         if mc.successes().min(mn.successes()) < ESTABLISHED_SAMPLES {
             return (false, false);
         }
-        let bar = |c: f64, n: f64| c * ec > n * en * (1.0 + self.margin) + gap_ns;
-        let faded_c = mc.baseline_toward(now_ns, bn).unwrap_or(bc);
+        // Bounds first, so that the usual case pays for no decay or one: each faded value
+        // lies between the two baselines, decay only lowers an error rate, and the next
+        // tier's `1 + error rate` is at least 1. Regions serving the same model pass here.
+        let (ec_max, m1) = (1.0 + mc.error_rate_bound(), 1.0 + self.margin);
+        let c_max = bc.max(bn) * ec_max;
+        if c_max <= bc.min(bn) * m1 + gap_ns {
+            return (false, false);
+        }
         let faded_n = mn.baseline_toward(now_ns, bc).unwrap_or(bn);
+        if bc * ec_max <= bn * m1 + gap_ns && c_max <= faded_n * m1 + gap_ns {
+            return (false, false);
+        }
+        let (ec, en) = (1.0 + mc.error_rate_at(now_ns), 1.0 + mn.error_rate_at(now_ns));
+        let bar = |c: f64, n: f64| c * ec > n * en * m1 + gap_ns;
+        let faded_c = mc.baseline_toward(now_ns, bn).unwrap_or(bc);
         (bar(faded_c, faded_n), bar(bc, bn))
     }
 
@@ -255,12 +269,12 @@ impl Locality {
         let mut start = 0;
         while start < r.nodes.len() {
             let end = r.tier_end[start] as usize;
-            let Some(pos) = self.pick_in_tier(view, r, start, end, rng, now_ns, &in_view, &mut keep) else {
+            let Some((pos, load)) = self.pick_in_tier(view, r, start, end, rng, now_ns, &in_view, &mut keep) else {
                 start = end;
                 continue;
             };
             let mut id = NodeId::from_index(r.nodes[pos]);
-            let mut load = self.load(view, id, now_ns);
+            let mut load = load;
             if load.in_flight >= load.limit && end - start > 1 {
                 // The pair drawn was full; another member of the tier may have room.
                 if let Some((other, l)) = self.least_loaded(view, r, start, end, now_ns, &in_view) {
@@ -343,38 +357,53 @@ impl Locality {
         now_ns: u64,
         in_view: &impl Fn(usize) -> bool,
         keep: &mut impl FnMut(Fallback),
-    ) -> Option<usize> {
+    ) -> Option<(usize, Load)> {
         let usable = |pos: usize| {
             let id = NodeId::from_index(r.nodes[pos]);
             in_view(pos) && !view.node(id).metrics().is_failing_at(now_ns)
         };
+        let load_at = |pos: usize| self.load(view, NodeId::from_index(r.nodes[pos]), now_ns);
         if end - start == 1 {
             if usable(start) {
-                return Some(start);
+                return Some((start, load_at(start)));
             }
             if in_view(start) {
                 keep(self.fallback(view, NodeId::from_index(r.nodes[start]), now_ns, true));
             }
             return None;
         }
+        // Usable positions, remembered on the stack for tiers of up to `TIER_STACK` members.
+        let mut found = [0u32; TIER_STACK];
         let mut count = 0usize;
         for pos in start..end {
             if usable(pos) {
+                if count < TIER_STACK {
+                    found[count] = pos as u32;
+                }
                 count += 1;
             } else if in_view(pos) {
                 keep(self.fallback(view, NodeId::from_index(r.nodes[pos]), now_ns, true));
             }
         }
-        let nth = |k: usize| (start..end).filter(|&p| usable(p)).nth(k).expect("counted");
+        let nth = |k: usize| {
+            if count <= TIER_STACK {
+                found[k] as usize
+            } else {
+                (start..end).filter(|&p| usable(p)).nth(k).expect("counted")
+            }
+        };
         match count {
             0 => None,
-            1 => Some(nth(0)),
+            1 => Some((nth(0), load_at(nth(0)))),
             n => {
                 let (a, b) = rng.distinct_pair(n);
                 let (a, b) = (nth(a), nth(b));
-                let la = self.load(view, NodeId::from_index(r.nodes[a]), now_ns).cost;
-                let lb = self.load(view, NodeId::from_index(r.nodes[b]), now_ns).cost;
-                Some(if lb < la || (lb == la && rng.next_u64() & 1 == 0) { b } else { a })
+                let (la, lb) = (load_at(a), load_at(b));
+                Some(if lb.cost < la.cost || (lb.cost == la.cost && rng.next_u64() & 1 == 0) {
+                    (b, lb)
+                } else {
+                    (a, la)
+                })
             }
         }
     }
@@ -484,7 +513,7 @@ impl Strategy for Locality {
         let order = match view.caller() {
             Some(caller) => {
                 let p = caller.point();
-                let (qlat, qlon) = ((p.lat() / self.cell_deg).round(), (p.lon() / self.cell_deg).round());
+                let (qlat, qlon) = (round(p.lat() / self.cell_deg), round(p.lon() / self.cell_deg));
                 let key = (u64::from(qlat as i32 as u32) << 32) | u64::from(qlon as i32 as u32);
                 self.cached(snapshot, key, 0, || {
                     let centre = GeoPoint::new(
@@ -608,6 +637,22 @@ fn fill_tiers(sorted: &[f64], width: f64, out: &mut [u32]) {
     }
 }
 
+/// `x.round()` (half away from zero) for the small values of a location grid, without the
+/// libm call `f64::round` compiles to on baseline x86-64.
+#[inline]
+fn round(x: f64) -> f64 {
+    // A saturating cast truncates towards zero; NaN becomes 0.
+    let t = x as i64 as f64;
+    let f = x - t;
+    if f >= 0.5 {
+        t + 1.0
+    } else if f <= -0.5 {
+        t - 1.0
+    } else {
+        t
+    }
+}
+
 fn finite_or_zero(v: f64) -> f64 {
     if v.is_finite() { v } else { 0.0 }
 }
@@ -618,4 +663,20 @@ fn slot_of(key: u64, generation: u64) -> usize {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     ((z ^ (z >> 31)) % LOCATION_CACHE_SLOTS as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round;
+
+    #[test]
+    fn grid_rounding_matches_f64_round() {
+        for i in -4000..=4000 {
+            let x = f64::from(i) * 0.125 + 0.01 * f64::from(i % 7);
+            assert_eq!(round(x), x.round(), "{x}");
+        }
+        for x in [0.5, -0.5, 1.5, -1.5, 0.49999, -0.49999, 719.5, -720.0] {
+            assert_eq!(round(x), x.round(), "{x}");
+        }
+    }
 }

@@ -59,6 +59,11 @@ fn cases() -> Vec<Case> {
         ),
         ("rate_limited", |_| Outcome::RateLimited { retry_after: None }, never_eject()),
         (
+            "rate_limited_retry_after",
+            |_| Outcome::RateLimited { retry_after: Some(Duration::from_secs(2)) },
+            never_eject(),
+        ),
+        (
             "mix_7_success_1_failure",
             |i| {
                 if i % 8 == 7 {

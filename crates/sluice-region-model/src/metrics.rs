@@ -202,6 +202,7 @@ impl NodeMetrics {
         self.epoch + Duration::from_nanos(nanos)
     }
 
+    #[inline]
     fn decay_factor(&self, now_ns: u64, since_ns: u64) -> f64 {
         let elapsed = now_ns.saturating_sub(since_ns);
         if elapsed < DECAY_SKIP_NS {
@@ -504,6 +505,14 @@ impl NodeMetrics {
             return None;
         }
         Some(target + (base - target) * self.decay_factor(now_ns, self.baseline_at.load(Ordering::Relaxed)))
+    }
+
+    /// The error rate as last updated, before any decay: at least
+    /// [`error_rate_at`](Self::error_rate_at) for any time since. One atomic load, for pick
+    /// paths that can rule a case out with a bound before paying for the decay.
+    #[inline]
+    pub fn error_rate_bound(&self) -> f64 {
+        f64::from_bits(self.error_bits.load(Ordering::Relaxed))
     }
 
     /// The decayed error rate at `now_ns` (nanoseconds since the epoch).
