@@ -188,6 +188,8 @@ pub(crate) enum AttemptError {
         status: u16,
         verdict: Verdict,
         body: Bytes,
+        /// The answer's headers (empty for a refusal of our own).
+        headers: HeaderMap,
     },
     FirstChunk(Option<Box<dyn std::error::Error + Send + Sync>>),
     Invalid(Box<dyn std::error::Error + Send + Sync>),
@@ -490,6 +492,7 @@ impl Attempt {
                     status: 400,
                     verdict: Verdict::Fatal,
                     body: crate::models::unrewritable_body(model),
+                    headers: HeaderMap::new(),
                 })?
             }
             _ => body,
@@ -520,8 +523,9 @@ impl Attempt {
         if verdict == Verdict::Success {
             return Ok(response);
         }
+        let headers = response.headers().clone();
         let body = read_limited(response).await;
-        Err(AttemptError::Status { status: status.as_u16(), verdict, body })
+        Err(AttemptError::Status { status: status.as_u16(), verdict, body, headers })
     }
 }
 
@@ -976,10 +980,13 @@ impl Inner {
             AttemptError::Rescued => {
                 (AttemptFailure::Rescued, Disposition::Retry, Error::new(ErrorKind::Rescued { region }))
             }
-            AttemptError::Status { status, verdict, body } => {
+            AttemptError::Status { status, verdict, body, headers } => {
                 let retry_after = verdict.retry_after().map(|d| d.min(self.policy.retry_after_cap));
                 let failure = AttemptFailure::Status { status, retry_after };
-                let error = || Error::new(ErrorKind::Status { region: Arc::clone(&region), status, body, retry_after });
+                let error = || {
+                    Error::new(ErrorKind::Status { region: Arc::clone(&region), status, body, retry_after })
+                        .with_headers(headers)
+                };
                 match verdict {
                     Verdict::Credentials => {
                         (failure, Disposition::Credentials, Error::new(ErrorKind::Credentials { region, status }))

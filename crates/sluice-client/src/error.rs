@@ -22,6 +22,8 @@ pub struct Error {
     kind: ErrorKind,
     attempts: Vec<FailedAttempt>,
     source: Option<BoxError>,
+    /// The upstream's answer headers, for an answer ([`ErrorKind::Status`]).
+    headers: Option<Box<http::HeaderMap>>,
 }
 
 /// What kind of failure an [`Error`] is.
@@ -116,7 +118,19 @@ pub enum ErrorKind {
 
 impl Error {
     pub(crate) fn new(kind: ErrorKind) -> Self {
-        Self { kind, attempts: Vec::new(), source: None }
+        Self { kind, attempts: Vec::new(), source: None, headers: None }
+    }
+
+    pub(crate) fn with_headers(mut self, headers: http::HeaderMap) -> Self {
+        self.headers = Some(Box::new(headers));
+        self
+    }
+
+    /// The headers of the upstream's error answer ([`ErrorKind::Status`]), as the region sent
+    /// them: its `x-request-id`, `x-ratelimit-*`, `retry-after-ms`... A gateway passes the
+    /// ones its callers need back. Never shown in `Debug` or `Display`.
+    pub fn upstream_headers(&self) -> Option<&http::HeaderMap> {
+        self.headers.as_deref()
     }
 
     pub(crate) fn with_source(mut self, source: impl Into<BoxError>) -> Self {
