@@ -275,6 +275,7 @@ async fn dispatch(shared: &Arc<Shared>, call: Call, guard: CallGuard) -> Respons
                 && shared.serving_regions() == 0;
             count_failed(shared, e.failed_attempts());
             let mut r = error_response(&e, all_out, note.as_deref());
+            upstream_error_headers(&shared.headers, &e, &mut r);
             guard.finish(status_label(r.status().as_u16()));
             if let Ok(v) = HeaderValue::from_str(&call.request_id) {
                 r.headers_mut().insert(REQUEST_ID_HEADER, v);
@@ -609,6 +610,23 @@ pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Res
 /// An error in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
 pub(crate) fn openai_error(status: StatusCode, kind: &str, code: Option<&str>, message: &str) -> Response {
     json_response(status, &json!({"error": {"message": message, "type": kind, "param": null, "code": code}}))
+}
+
+/// Puts the upstream's own headers of an error answer (its `x-request-id`, `x-ratelimit-*`,
+/// exact `retry-after`/`retry-after-ms`...) on the caller's answer, by the response allowlist.
+/// The body's own headers (`content-*`) are the gateway's, since the body may be its own.
+fn upstream_error_headers(policy: &crate::HeaderPolicy, e: &Error, response: &mut Response) {
+    let Some(upstream) = e.upstream_headers() else { return };
+    let allowed = policy.downstream(upstream, true);
+    for name in allowed.keys() {
+        if name.as_str().starts_with("content-") {
+            continue;
+        }
+        response.headers_mut().remove(name);
+        for value in allowed.get_all(name) {
+            response.headers_mut().append(name.clone(), value.clone());
+        }
+    }
 }
 
 /// Maps a routing error to an answer with the right status. `note` explains a call that was

@@ -231,3 +231,79 @@ async fn idempotency_key_runs_a_call_once() {
     let other = send(json!({"model": "gpt-4o-mini", "messages": []})).await.unwrap();
     assert_eq!(other.status(), 422);
 }
+
+/// A region that refuses: 429 with rate-limit headers for model `limited`, 400 otherwise.
+async fn refusing_region() -> String {
+    let app = Router::new().route(
+        "/v1/chat/completions",
+        post(|body: String| async move {
+            let limited = body.contains("\"limited\"");
+            let status = if limited { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::BAD_REQUEST };
+            let mut h = HeaderMap::new();
+            h.insert("x-request-id", "req_refused_7".parse().unwrap());
+            h.insert("x-ratelimit-remaining-requests", "0".parse().unwrap());
+            h.insert("x-ratelimit-reset-requests", "1.234s".parse().unwrap());
+            h.insert("openai-processing-ms", "3".parse().unwrap());
+            h.insert("set-cookie", "session=secret".parse().unwrap());
+            h.insert("content-type", "text/plain".parse().unwrap());
+            if limited {
+                h.insert("retry-after-ms", "1234".parse().unwrap());
+                h.insert("retry-after", "2".parse().unwrap());
+            }
+            let e = json!({"error": {"message": "refused", "type": "requests", "code": if limited { "rate_limit_exceeded" } else { "bad" }}});
+            (status, h, e.to_string())
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+#[tokio::test]
+async fn upstream_headers_come_back_on_error_answers() {
+    let url = refusing_region().await;
+    let client = Client::builder()
+        .region(Region::new("seoul", url, GeoPoint::new(37.56, 126.97)))
+        .active_probing(false)
+        .build()
+        .unwrap();
+    let listener = sluice_gateway::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(sluice_gateway::serve(
+        listener,
+        Gateway::builder(client).build(),
+        ServeOptions::default(),
+        std::future::pending(),
+    ));
+    let http = http();
+    let call = |model: &str| {
+        http.post(format!("{base}/v1/chat/completions"))
+            .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+
+    // A 400: the upstream's answer, with its request id and rate-limit state.
+    let r = call("gpt-4o-mini").await.unwrap();
+    assert_eq!(r.status(), 400);
+    let h = r.headers().clone();
+    assert_eq!(h["x-request-id"], "req_refused_7");
+    assert_eq!(h["x-ratelimit-remaining-requests"], "0");
+    assert_eq!(h["x-ratelimit-reset-requests"], "1.234s");
+    assert_eq!(h["openai-processing-ms"], "3");
+    assert_eq!(h["content-type"], "application/json", "the body's type is the gateway's");
+    assert!(!h.contains_key("set-cookie"));
+    assert!(h["x-sluice-request-id"].to_str().unwrap().starts_with("sluice-"));
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "bad");
+
+    // A 429: the same, and the exact Retry-After in both forms, as the upstream sent them.
+    let r = call("limited").await.unwrap();
+    assert_eq!(r.status(), 429);
+    let h = r.headers();
+    assert_eq!(h["x-request-id"], "req_refused_7");
+    assert_eq!(h["x-ratelimit-remaining-requests"], "0");
+    assert_eq!(h["retry-after-ms"], "1234");
+    assert_eq!(h["retry-after"], "2");
+    assert_eq!(h.get_all("retry-after-ms").iter().count(), 1);
+    assert_eq!(h["x-sluice-region"], "seoul");
+}
