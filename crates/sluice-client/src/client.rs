@@ -89,6 +89,7 @@ pub struct CallOptions {
     only: Option<String>,
     deliver_once: bool,
     pub(crate) trace: Option<TraceParent>,
+    pub(crate) caller_key: Option<ApiKey>,
 }
 
 // ===== impl CallOptions =====
@@ -168,6 +169,14 @@ impl CallOptions {
     /// effect is unknown (a proxy passing through an unknown endpoint).
     pub fn deliver_once(mut self) -> Self {
         self.deliver_once = true;
+        self
+    }
+
+    /// The caller's own key: sent, instead of the configured key, to regions whose provider
+    /// passes callers' keys ([`Provider::pass_caller_key`](crate::Provider::pass_caller_key)),
+    /// and to no other region.
+    pub fn caller_key(mut self, key: ApiKey) -> Self {
+        self.caller_key = Some(key);
         self
     }
 
@@ -480,9 +489,12 @@ impl Attempt {
         if !same_origin(&url, node.endpoint()) {
             return Err(AttemptError::Invalid("the url left the region's host".into()));
         }
-        upstream
-            .authorize(&mut headers, inner.keys[self.node.index()].0.as_ref())
-            .map_err(|e| AttemptError::Invalid(Box::new(e)))?;
+        let key = if upstream.passes_caller_key() {
+            self.route.caller_key.as_ref()
+        } else {
+            inner.keys[self.node.index()].0.as_ref()
+        };
+        upstream.authorize(&mut headers, key).map_err(|e| AttemptError::Invalid(Box::new(e)))?;
         let body = match self.route.rewrite_for(upstream) {
             Some(model) if !body.is_empty() => {
                 let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
@@ -519,7 +531,12 @@ impl Attempt {
             () = rescued => return Err(AttemptError::Rescued),
         };
         let status = response.status();
-        let verdict = classify_status(status, response.headers(), SystemTime::now());
+        let mut verdict = classify_status(status, response.headers(), SystemTime::now());
+        if verdict == Verdict::Credentials && upstream.passes_caller_key() {
+            // The caller's own key was refused, not the region: the caller gets the answer,
+            // the region stays in service, and no region with another key is tried.
+            verdict = Verdict::Fatal;
+        }
         if verdict == Verdict::Success {
             return Ok(response);
         }

@@ -30,6 +30,7 @@ pub struct Provider {
     api_version: Option<String>,
     deployments: Option<BTreeMap<String, String>>,
     headers: Vec<(String, String)>,
+    pass_caller_key: bool,
 }
 
 /// Which API dialect a [`Provider`] speaks.
@@ -65,6 +66,7 @@ impl Provider {
             api_version: None,
             deployments: None,
             headers: Vec::new(),
+            pass_caller_key: false,
         }
     }
 
@@ -109,6 +111,24 @@ impl Provider {
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
         self
+    }
+
+    /// Sends the caller's own key ([`CallOptions::caller_key`](crate::CallOptions::caller_key))
+    /// to this region instead of the configured one, in the provider's auth header. A call
+    /// without a caller key goes without a key. The configured key, if any, is used only
+    /// for probes; without one, a probe refused with 401/403 still shows the region is up.
+    ///
+    /// A 401/403 from this region then refuses the caller's key, not the region: the call
+    /// ends with that answer (never sent to a region holding another key), and the region
+    /// stays in service for other callers.
+    pub fn pass_caller_key(mut self) -> Self {
+        self.pass_caller_key = true;
+        self
+    }
+
+    /// Whether the region takes callers' own keys ([`Provider::pass_caller_key`]).
+    pub fn passes_caller_key(&self) -> bool {
+        self.pass_caller_key
     }
 
     /// The models of the deployment table, if there is one.
@@ -183,6 +203,7 @@ impl Provider {
             api_version: self.api_version.clone().map(String::into_boxed_str),
             deployments: self.deployments.clone(),
             headers,
+            pass_caller_key: self.pass_caller_key,
         })
     }
 }
@@ -201,6 +222,7 @@ impl fmt::Debug for Provider {
             .field("api_version", &self.api_version)
             .field("deployments", &self.deployments)
             .field("headers", &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>())
+            .field("pass_caller_key", &self.pass_caller_key)
             .finish()
     }
 }
@@ -222,6 +244,7 @@ pub(crate) struct Upstream {
     api_version: Option<Box<str>>,
     deployments: Option<BTreeMap<String, String>>,
     headers: HeaderMap,
+    pass_caller_key: bool,
 }
 
 // ===== impl Upstream =====
@@ -275,6 +298,11 @@ impl Upstream {
     /// The models of the deployment table, if there is one.
     pub(crate) fn deployment_models(&self) -> Option<impl Iterator<Item = &str>> {
         self.deployments.as_ref().map(|d| d.keys().map(String::as_str))
+    }
+
+    /// Whether calls carry the caller's key rather than the configured one.
+    pub(crate) fn passes_caller_key(&self) -> bool {
+        self.pass_caller_key
     }
 
     /// Puts the key (if any) and the region's extra headers on a request.

@@ -39,6 +39,8 @@ pub(crate) struct CallRoute {
     pub(crate) zones: Option<Arc<[Box<str>]>>,
     /// The call's trace context; an attempt's copy names the attempt as the parent.
     pub(crate) trace: Option<crate::TraceParent>,
+    /// The caller's own key, for regions that pass it ([`crate::Provider::pass_caller_key`]).
+    pub(crate) caller_key: Option<ApiKey>,
 }
 
 // ===== impl Routes =====
@@ -164,6 +166,7 @@ impl CallRoute {
             body_model: options.body_model.clone(),
             zones: options.zones.clone(),
             trace: options.trace,
+            caller_key: options.caller_key.clone(),
         }
     }
 
