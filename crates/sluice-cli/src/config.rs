@@ -28,6 +28,9 @@
 //!
 //! # Any other OpenAI-compatible server that wants its key in another header:
 //! # auth = { header = "x-api-key" }
+//! # A region that gets each caller's own key instead of a configured one (`sluice serve`
+//! # reads it from the caller's api-key, x-api-key or Authorization: Bearer header):
+//! # pass_caller_key = true
 //!
 //! [models]
 //! aliases = { fast = "gpt-4o-mini" }
@@ -160,6 +163,7 @@ struct RawRegion {
     headers: Option<BTreeMap<String, String>>,
     models: Option<Vec<String>>,
     zone: Option<String>,
+    pass_caller_key: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -362,6 +366,9 @@ impl Config {
             }
             for (name, value) in r.headers.iter().flatten() {
                 provider = provider.header(name.clone(), value.clone());
+            }
+            if r.pass_caller_key == Some(true) {
+                provider = provider.pass_caller_key();
             }
             provider.check(id, r.url.get_ref()).map_err(|e| in_region(error_message(&e)))?;
             if let Some(models) = &r.models

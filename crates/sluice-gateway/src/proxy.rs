@@ -151,6 +151,9 @@ async fn handle(
     if route.deliver_once {
         options = options.deliver_once();
     }
+    if let Some(key) = caller_key(&headers, shared.required_key.is_some()) {
+        options = options.caller_key(key);
+    }
     // Ask for stream usage on the caller's behalf, and hide the extra chunk from them.
     let (body, hide_usage_chunk) = if shared.stream_usage
         && matches!(route.endpoint, "chat.completions" | "completions")
@@ -582,6 +585,21 @@ pub fn parse_location(s: &str) -> Option<GeoPoint> {
     let (lat, lon) = s.split_once(',')?;
     let point = GeoPoint::new(lat.trim().parse().ok()?, lon.trim().parse().ok()?);
     point.is_valid().then_some(point)
+}
+
+/// The caller's own upstream key, for regions that pass callers' keys: `api-key`, else
+/// `x-api-key`, else `Authorization: Bearer` (unless that is the gateway's own inbound key).
+/// The client sends it to those regions only.
+fn caller_key(headers: &HeaderMap, gateway_auth: bool) -> Option<sluice_client::ApiKey> {
+    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
+    let bearer = || {
+        (!gateway_auth)
+            .then(|| value("authorization"))
+            .flatten()
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+    };
+    value("api-key").or_else(|| value("x-api-key")).or_else(bearer).map(sluice_client::ApiKey::new)
 }
 
 fn authorized(headers: &HeaderMap, required: &str) -> bool {
