@@ -554,3 +554,50 @@ async fn a_multipart_upload_is_routed_by_model_and_its_model_part_rewritten() {
     assert_eq!(a.state.seen.lock().len(), 1);
     assert_eq!(client.snapshot().nodes()[0].metrics().consecutive_failures(), 0);
 }
+
+#[tokio::test]
+async fn a_region_that_takes_callers_keys_stays_up_when_its_keyless_probe_is_refused() {
+    // `/models` refuses a call without a key, as OpenAI does; calls carry the caller's key.
+    let models_hits = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::new(Mutex::new(Vec::<Option<String>>::new()));
+    let (hits, s) = (Arc::clone(&models_hits), Arc::clone(&seen));
+    let app = Router::new().fallback(move |uri: Uri, headers: HeaderMap| {
+        let (hits, s) = (Arc::clone(&hits), Arc::clone(&s));
+        async move {
+            let auth = headers.get("authorization").map(|v| v.to_str().unwrap().to_owned());
+            if uri.path().ends_with("/models") {
+                hits.fetch_add(1, Ordering::SeqCst);
+                let body = json!({"error": {"message": "You didn't provide an API key.", "code": null}});
+                return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+            }
+            s.lock().push(auth);
+            let body = json!({"id": "c", "object": "chat.completion", "created": 1, "model": "m",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}]});
+            (StatusCode::OK, axum::Json(body)).into_response()
+        }
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let other = Mock::ok(None).await;
+    let client = probing()
+        .region(region("byok", url))
+        .region(region("other", other.url("/v1")).with_api_key("sk-other"))
+        .provider("byok", Provider::openai().pass_caller_key())
+        .build()
+        .unwrap();
+    // Several probe rounds, each refused: more than enough to mark a region down.
+    tokio::time::timeout(WAIT, async {
+        while models_hits.load(Ordering::SeqCst) < 6 {
+            other.wait_model_hits(other.probes().len() + 1).await;
+        }
+    })
+    .await
+    .expect("probes kept coming");
+    let options = CallOptions::new().prefer_region("byok").caller_key(sluice_client::ApiKey::new("sk-caller"));
+    let r = client.chat_completions_with(chat("m"), &options).await.unwrap();
+    assert_eq!(r.meta.region.as_ref(), "byok", "the refused keyless probes took the region out");
+    assert_eq!(seen.lock().as_slice(), &[Some("Bearer sk-caller".to_owned())]);
+    assert!(other.calls().is_empty());
+    assert!(other.credentials().iter().all(|c| c == "Bearer sk-other"), "{:?}", other.credentials());
+}
