@@ -105,3 +105,29 @@ async fn regions_change_under_load_without_failing_a_call() {
     assert!(c.chat_hits() > 0);
     assert_eq!(a.chat_hits() + b.chat_hits() + c.chat_hits(), WORKERS * CALLS_PER_WORKER);
 }
+
+/// The strategies that keep tables keyed on the snapshot pick the new set after a swap.
+#[tokio::test]
+async fn table_strategies_pick_the_new_regions_after_a_swap() {
+    for kind in [sluice_client::StrategyKind::WeightedRoundRobin, sluice_client::StrategyKind::ResponseTime] {
+        let a = MockRegion::start("seoul").await;
+        let b = MockRegion::start("tokyo").await;
+        let c = MockRegion::start("singapore").await;
+        let client =
+            builder().strategy(kind.build_seeded(7)).regions([a.region(SEOUL), b.region(TOKYO)]).build().unwrap();
+        for _ in 0..20 {
+            client.chat_completions_with(request(), &CallOptions::new()).await.unwrap();
+        }
+        assert!(a.chat_hits() > 0 && b.chat_hits() > 0, "{kind}: both regions served before the swap");
+        let tokyo_before = b.chat_hits();
+        client.update_regions([a.region(SEOUL), c.region(SINGAPORE)]).unwrap();
+        let seoul_before = a.chat_hits();
+        for _ in 0..40 {
+            client.chat_completions_with(request(), &CallOptions::new()).await.unwrap();
+        }
+        assert_eq!(b.chat_hits(), tokyo_before, "{kind}: a removed region got calls");
+        assert!(c.chat_hits() >= 3, "{kind}: the added region got {} of 40 calls", c.chat_hits());
+        assert!(a.chat_hits() - seoul_before >= 3, "{kind}: the kept region got {}", a.chat_hits() - seoul_before);
+        assert_eq!(a.chat_hits() - seoul_before + c.chat_hits(), 40);
+    }
+}

@@ -3,12 +3,13 @@
 use std::{
     fmt,
     sync::{
-        OnceLock,
+        Arc, OnceLock,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
+use arc_swap::ArcSwap;
 use sluice_region_model::{Node, NodeId};
 
 use crate::{ConfigError, PickView, Strategy, error::check_positive, rng::PickRng, select};
@@ -48,13 +49,18 @@ const MAX_REJECTIONS: usize = 4;
 /// rejections the pick falls back to an exact O(n) scan over the view.
 /// Shares are therefore those of weights at most 10 ms old.
 ///
-/// The table belongs to the first snapshot the instance sees (it is allocated on that first
-/// pick); picks over other snapshots use the exact scan. Build a new instance when
-/// membership changes.
+/// The table follows the newest snapshot the instance sees, keyed on its generation: the
+/// first one's is read with a single atomic load, a later one's (after a membership change)
+/// through an `ArcSwap`; each is allocated once, by the first pick that meets its snapshot.
+/// Picks over an older snapshot (calls still running on a membership that was replaced) use
+/// the exact scan, so a swap never makes picks thrash between tables.
 pub struct ResponseTimeWeighted {
     cold_start_ns: f64,
     refresh_ns: u64,
+    /// The first snapshot's table.
     table: OnceLock<Table>,
+    /// The table of a later snapshot, after a membership change.
+    later: ArcSwap<Table>,
 }
 
 /// Cumulative weights over all nodes of one snapshot, double-buffered.
@@ -77,6 +83,7 @@ impl ResponseTimeWeighted {
             cold_start_ns: DEFAULT_COLD_START_LATENCY.as_nanos() as f64,
             refresh_ns: DEFAULT_REFRESH.as_nanos() as u64,
             table: OnceLock::new(),
+            later: ArcSwap::from_pointee(Table::new(0, 0)),
         }
     }
 
@@ -113,13 +120,34 @@ impl ResponseTimeWeighted {
         select::weighted_random(view, rng, |id| self.pick_weight(view.node(id), now))
     }
 
-    /// The table for `view`'s snapshot, fresh enough; `None` for another snapshot.
-    fn table(&self, view: &PickView<'_>) -> Option<&Table> {
+    /// Runs `f` on the table for `view`'s snapshot, fresh enough; `None` for an older
+    /// snapshot than the newest seen, or before the table has weights.
+    fn with_table<R>(&self, view: &PickView<'_>, f: impl FnOnce(&Table) -> R) -> Option<R> {
         let snapshot = view.snapshot();
-        let table = self.table.get_or_init(|| Table::new(snapshot.len(), snapshot.generation()));
-        if table.generation != snapshot.generation() {
-            return None;
+        let generation = snapshot.generation();
+        let first = self.table.get_or_init(|| Table::new(snapshot.len(), generation));
+        if first.generation == generation {
+            return self.refreshed(first, view).map(f);
         }
+        let mut later = self.later.load();
+        if later.generation != generation {
+            if later.generation > generation || first.generation > generation {
+                return None;
+            }
+            // A newer snapshot: its table, once.
+            drop(later);
+            self.later.store(Arc::new(Table::new(snapshot.len(), generation)));
+            later = self.later.load();
+            if later.generation != generation {
+                return None;
+            }
+        }
+        self.refreshed(&later, view).map(f)
+    }
+
+    /// `table`, rebuilt first if it is older than the refresh interval.
+    fn refreshed<'t>(&self, table: &'t Table, view: &PickView<'_>) -> Option<&'t Table> {
+        let snapshot = view.snapshot();
         let now = view.now_nanos();
         let built = table.built_at.load(Ordering::Acquire);
         let stale = built == 0 || now.saturating_sub(built - 1) >= self.refresh_ns || now < built - 1;
@@ -176,7 +204,12 @@ impl Table {
 
 impl Clone for ResponseTimeWeighted {
     fn clone(&self) -> Self {
-        Self { cold_start_ns: self.cold_start_ns, refresh_ns: self.refresh_ns, table: OnceLock::new() }
+        Self {
+            cold_start_ns: self.cold_start_ns,
+            refresh_ns: self.refresh_ns,
+            table: OnceLock::new(),
+            later: ArcSwap::from_pointee(Table::new(0, 0)),
+        }
     }
 }
 
@@ -186,6 +219,7 @@ impl fmt::Debug for ResponseTimeWeighted {
             .field("cold_start_ns", &self.cold_start_ns)
             .field("refresh_ns", &self.refresh_ns)
             .field("table_generation", &self.table.get().map(|t| t.generation))
+            .field("later_generation", &self.later.load().generation)
             .finish()
     }
 }
@@ -211,17 +245,20 @@ impl Strategy for ResponseTimeWeighted {
             return None;
         }
         if self.refresh_ns > 0
-            && let Some(table) = self.table(view)
-        {
-            for _ in 0..MAX_REJECTIONS {
-                match table.draw(&mut rng) {
-                    Some(i) if view.contains(NodeId::from_index(i as u32)) => {
-                        return Some(NodeId::from_index(i as u32));
+            && let Some(Some(id)) = self.with_table(view, |table| {
+                for _ in 0..MAX_REJECTIONS {
+                    match table.draw(&mut rng) {
+                        Some(i) if view.contains(NodeId::from_index(i as u32)) => {
+                            return Some(NodeId::from_index(i as u32));
+                        }
+                        Some(_) => continue,
+                        None => break,
                     }
-                    Some(_) => continue,
-                    None => break,
                 }
-            }
+                None
+            })
+        {
+            return Some(id);
         }
         self.exact(view, &mut rng)
     }
@@ -273,5 +310,37 @@ mod tests {
         let got = shares(&s, &snapshot, &view, later);
         assert_eq!(got[1], 0.0);
         assert!((got[0] - 0.5).abs() < 0.02, "{got:?}");
+    }
+
+    #[test]
+    fn table_follows_the_newest_snapshot_and_older_ones_scan() {
+        let t0 = Instant::now();
+        let first = std::sync::Arc::new(snapshot_with_weights(&[1, 1]));
+        set_latencies(&first, &[10, 10].map(Duration::from_millis), t0);
+        let s = ResponseTimeWeighted::new();
+        let got = shares(&s, &first, first.ids(), t0);
+        assert!((got[0] - 0.5).abs() < 0.02, "{got:?}");
+        // A membership change: n1 leaves, n2 and n3 come; n0 keeps its metrics.
+        let regions = ["n0", "n2", "n3"].map(|id| {
+            sluice_region_model::Region::new(
+                id,
+                format!("http://127.0.0.1:9/{id}/v1"),
+                sluice_region_model::GeoPoint::new(0.0, 0.0),
+            )
+        });
+        let next = sluice_region_model::Snapshot::builder()
+            .reuse_metrics(std::sync::Arc::clone(&first))
+            .build(regions)
+            .unwrap();
+        set_latencies(&next, &[10, 20, 40].map(Duration::from_millis), t0);
+        // The new set, by weight / latency: 10, 20, 40 ms → 4/7, 2/7, 1/7; from the table.
+        let got = shares(&s, &next, next.ids(), t0);
+        assert!((got[0] - 4.0 / 7.0).abs() < 0.02 && (got[2] - 1.0 / 7.0).abs() < 0.02, "{got:?}");
+        let debug = format!("{s:?}");
+        assert!(debug.contains(&format!("later_generation: {}", next.generation())), "{debug}");
+        // Picks over the replaced snapshot still work, and leave the newer table in place.
+        let got = shares(&s, &first, first.ids(), t0);
+        assert!(got[0] > 0.0 && got[1] > 0.0, "{got:?}");
+        assert!(format!("{s:?}").contains(&format!("later_generation: {}", next.generation())));
     }
 }

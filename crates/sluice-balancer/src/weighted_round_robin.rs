@@ -35,9 +35,11 @@ const MAX_SKIPS: usize = 64;
 /// # Cost
 /// O(1) per pick. The interleaved cycle is computed once per snapshot (O(cycle · n), keyed on
 /// [`Snapshot::generation`]) and a pick reads the next entry. Build it ahead of the first pick
-/// with [`WeightedRoundRobin::prepare`]; a pick that meets a new snapshot builds its table,
+/// with [`WeightedRoundRobin::prepare`]; a pick that meets a newer snapshot builds its table,
 /// which allocates once. The first snapshot's table is read with a single atomic load; a
-/// later one's through an `ArcSwap`.
+/// later one's through an `ArcSwap`. Picks over an older snapshot than the newest seen (calls
+/// still running on a membership that was replaced) use weighted random sampling instead, so
+/// a swap never makes picks thrash between tables.
 ///
 /// # Concurrency
 /// Each thread advances its own cache-padded cursor (16 stripes), so two threads picking from
@@ -96,32 +98,38 @@ impl WeightedRoundRobin {
         Self { seed, first: OnceLock::new(), later: ArcSwap::from_pointee(Table::empty()) }
     }
 
-    /// Precomputes the cycle for `snapshot`, so that picks on it never allocate.
+    /// Precomputes the cycle for `snapshot`, so that picks on it never allocate (unless a
+    /// newer snapshot has been seen).
     pub fn prepare(&self, snapshot: &Snapshot) {
         self.with_table(snapshot, |_| ());
     }
 
-    /// Runs `f` on the table for `snapshot`, building it if this instance has none yet.
-    fn with_table<R>(&self, snapshot: &Snapshot, f: impl FnOnce(&Table) -> R) -> R {
+    /// Runs `f` on the table for `snapshot`, building it if it is the newest snapshot seen
+    /// and has none yet; `None` for an older snapshot.
+    fn with_table<R>(&self, snapshot: &Snapshot, f: impl FnOnce(&Table) -> R) -> Option<R> {
         let generation = snapshot.generation();
         let first = self.first.get_or_init(|| Table::build(snapshot, self.seed));
         if first.generation == generation {
-            return f(first);
+            return Some(f(first));
         }
         let later = self.later.load();
         if later.generation == generation {
-            return f(&later);
+            return Some(f(&later));
+        }
+        if later.generation > generation || first.generation > generation {
+            return None;
         }
         drop(later);
         let fresh = Arc::new(Table::build(snapshot, self.seed));
         self.later.store(Arc::clone(&fresh));
-        f(&fresh)
+        Some(f(&fresh))
     }
 
     /// The precomputed cycle for `snapshot`: one full round of picks over a full view,
     /// starting from offset 0.
     pub fn cycle(&self, snapshot: &Snapshot) -> Vec<NodeId> {
         self.with_table(snapshot, |table| table.cycle.to_vec())
+            .unwrap_or_else(|| Table::build(snapshot, self.seed).cycle.to_vec())
     }
 
     fn pick_in(table: &Table, view: &PickView<'_>) -> Option<NodeId> {
@@ -166,7 +174,10 @@ impl Strategy for WeightedRoundRobin {
         if view.is_empty() {
             return None;
         }
-        self.with_table(view.snapshot(), |table| Self::pick_in(table, view))
+        self.with_table(view.snapshot(), |table| Self::pick_in(table, view)).unwrap_or_else(|| {
+            let mut rng = PickRng::new(view.entropy());
+            select::weighted_random(view, &mut rng, |id| select::effective_weight(view.node(id), view))
+        })
     }
 
     fn name(&self) -> &'static str {
@@ -254,6 +265,35 @@ mod tests {
 
     fn letters(cycle: &[NodeId]) -> String {
         cycle.iter().map(|id| (b'a' + id.index() as u8) as char).collect()
+    }
+
+    #[test]
+    fn table_follows_the_newest_snapshot() {
+        let first = Arc::new(snapshot_with_weights(&[1, 1]));
+        let s = WeightedRoundRobin::with_seed(3);
+        s.prepare(&first);
+        // A membership change: n1 leaves, n2 (weight 3) comes.
+        let regions = [("n0", 1), ("n2", 3)].map(|(id, w)| {
+            sluice_region_model::Region::new(
+                id,
+                format!("http://127.0.0.1:9/{id}/v1"),
+                sluice_region_model::GeoPoint::new(0.0, 0.0),
+            )
+            .with_weight(w)
+        });
+        let next = Snapshot::builder().reuse_metrics(Arc::clone(&first)).build(regions).unwrap();
+        let now = std::time::Instant::now();
+        let mut counts = [0usize; 2];
+        for i in 0..400u64 {
+            counts[s.pick(&PickView::all(&next, now, i)).unwrap().index()] += 1;
+        }
+        // Exact shares of the new set over whole cycles: 1 : 3.
+        assert_eq!(counts, [100, 300]);
+        assert!(format!("{s:?}").contains(&format!("later_generation: {}", next.generation())));
+        // A pick over the replaced snapshot (a call that started before) does not take the
+        // table back.
+        assert!(s.pick(&PickView::all(&first, now, 1)).is_some());
+        assert!(format!("{s:?}").contains(&format!("later_generation: {}", next.generation())));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use sluice_balancer::{
     PickView, StrategyKind, WeightedRoundRobin,
     test_util::{EntropySource, set_latencies, snapshot_spread},
 };
-use sluice_region_model::GeoPoint;
+use sluice_region_model::{GeoPoint, Snapshot};
 
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
@@ -22,7 +22,7 @@ fn main() {
 
 fn picks_do_not_allocate() {
     let t0 = Instant::now();
-    let snapshot = snapshot_spread(50);
+    let snapshot = std::sync::Arc::new(snapshot_spread(50));
     let latencies: Vec<Duration> = (0..50).map(|i| Duration::from_millis(10 + i)).collect();
     set_latencies(&snapshot, &latencies, t0);
     let subset: Vec<_> = snapshot.ids().iter().copied().filter(|id| id.index() % 3 != 0).collect();
@@ -58,6 +58,47 @@ fn picks_do_not_allocate() {
         after.total_blocks - before.total_blocks,
         0,
         "picks allocated {} blocks",
+        after.total_blocks - before.total_blocks
+    );
+
+    // Two membership changes, each a newer snapshot with one region fewer. Once each
+    // strategy has met the newest, picks over it and over the one it replaced (calls that
+    // started before the swap) never allocate, in any order.
+    let fewer = |s: &std::sync::Arc<Snapshot>| {
+        std::sync::Arc::new(
+            Snapshot::builder()
+                .reuse_metrics(std::sync::Arc::clone(s))
+                .build(s.nodes().iter().skip(1).map(|n| n.region().clone()).collect::<Vec<_>>())
+                .unwrap(),
+        )
+    };
+    let replaced = fewer(&snapshot);
+    let next = fewer(&replaced);
+    let replaced_subset: Vec<_> = replaced.ids().iter().copied().filter(|id| id.index() % 3 != 0).collect();
+    for s in strategies.iter().map(|s| s.as_ref()).chain([&wrr as &dyn sluice_balancer::Strategy]) {
+        for snapshot in [&replaced, &next] {
+            s.pick(&PickView::all(snapshot, now, 0));
+            s.pick(&PickView::all(snapshot, now, 0).with_caller(caller));
+        }
+    }
+    let before = dhat::HeapStats::get();
+    let mut picked = 0usize;
+    for s in strategies.iter().map(|s| s.as_ref()).chain([&wrr as &dyn sluice_balancer::Strategy]) {
+        for i in 0..10_000 {
+            let view = if i % 2 == 0 {
+                PickView::all(&next, now, entropy.next_u64()).with_caller(caller)
+            } else {
+                PickView::new(&replaced, &replaced_subset, now, entropy.next_u64())
+            };
+            picked += usize::from(s.pick(&view).is_some());
+        }
+    }
+    let after = dhat::HeapStats::get();
+    assert_eq!(picked, 10_000 * (StrategyKind::ALL.len() + 1));
+    assert_eq!(
+        after.total_blocks - before.total_blocks,
+        0,
+        "picks across a membership change allocated {} blocks",
         after.total_blocks - before.total_blocks
     );
 }
