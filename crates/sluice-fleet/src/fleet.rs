@@ -98,6 +98,8 @@ struct Shared {
     /// Whether the outage in progress (or the failure to ever connect) was logged.
     down_logged: AtomicBool,
     ever_up: AtomicBool,
+    /// Why Redis last failed (its error, which never holds the password), for the outage log.
+    last_error: parking_lot::Mutex<String>,
 }
 
 /// The state the hook reads; every field is an atomic.
@@ -211,6 +213,7 @@ impl Fleet {
             connected: watch::Sender::new(false),
             down_logged: AtomicBool::new(false),
             ever_up: AtomicBool::new(false),
+            last_error: parking_lot::Mutex::new("no answer yet".to_owned()),
         });
         let mut tasks = JoinSet::new();
         tasks.spawn(Arc::clone(&shared).command_loop(rx));
@@ -378,10 +381,12 @@ impl Shared {
             Ok(Ok(conn)) => Some(conn),
             Ok(Err(error)) => {
                 tracing::debug!(%error, "fleet: redis connection failed");
+                self.failed_because(format!("connection failed: {error}"));
                 None
             }
             Err(_) => {
                 tracing::debug!("fleet: redis connection timed out");
+                self.failed_because(format!("connection timed out after {:?}", self.config.op_timeout));
                 None
             }
         }
@@ -401,13 +406,20 @@ impl Shared {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(error)) => {
                 tracing::debug!(%error, "fleet: redis command failed");
+                self.failed_because(format!("command failed: {error}"));
                 Err(LinkDown)
             }
             Err(_) => {
                 tracing::debug!(timeout = ?self.config.op_timeout, "fleet: redis command timed out");
+                self.failed_because(format!("command timed out after {:?}", self.config.op_timeout));
                 Err(LinkDown)
             }
         }
+    }
+
+    /// Remembers why Redis failed last, for the outage log.
+    fn failed_because(&self, reason: String) {
+        *self.last_error.lock() = reason;
     }
 
     /// Records a link's state; logs once per outage and once per recovery.
@@ -435,7 +447,8 @@ impl Shared {
             if was {
                 link.outages.fetch_add(1, Ordering::Relaxed);
             }
-            tracing::warn!(server = %self.config.server(),
+            let reason = self.last_error.lock().clone();
+            tracing::warn!(server = %self.config.server(), %reason,
                 "fleet: redis unreachable or too slow; running on local health and probing every region until it returns");
         }
         self.connected.send_if_modified(|v| std::mem::replace(v, now) != now);
@@ -656,7 +669,14 @@ impl Shared {
         let op = self.config.op_timeout;
         let pubsub = match timeout(op, self.client.get_async_pubsub()).await {
             Ok(Ok(p)) => p,
-            _ => return Err(LinkDown),
+            Ok(Err(error)) => {
+                self.failed_because(format!("subscription failed: {error}"));
+                return Err(LinkDown);
+            }
+            Err(_) => {
+                self.failed_because(format!("subscription timed out after {op:?}"));
+                return Err(LinkDown);
+            }
         };
         let (mut sink, mut stream) = pubsub.split();
         self.link.background_ops.fetch_add(1, Ordering::Relaxed);

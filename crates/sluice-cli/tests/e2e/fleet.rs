@@ -13,9 +13,15 @@ struct Redis(Child, u16);
 
 impl Redis {
     async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts it with extra arguments (such as `--requirepass`).
+    async fn start_with(extra: &[&str]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(extra)
             .stdout(Stdio::null())
             .spawn()
             .expect("the fleet e2e test needs redis-server on PATH (Debian: apt-get install redis-server; .ci/run installs it)");
@@ -84,4 +90,43 @@ async fn two_serve_replicas_share_a_retry_after() {
     }
     assert_eq!(seoul.chat_hits(), before, "Seoul got no call from replica 2");
     assert!(tokyo.chat_hits() >= 6);
+}
+
+/// Redis AUTH: the password comes from the variable `[fleet] password_env` names. With it,
+/// fleet mode connects; with a wrong one, serve still serves on local health and says why,
+/// and neither password ever shows in its output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_auth_comes_from_an_environment_variable() {
+    const PASSWORD: &str = "fleet-secret-7f3a";
+    let redis = Redis::start_with(&["--requirepass", PASSWORD]).await;
+    let regions = mocks(&[("ap-northeast-2", "Seoul")]).await;
+    let fleet = format!(
+        "{FAST_PROBES}[fleet]\nredis_url = \"redis://127.0.0.1:{}/0\"\npassword_env = \"SLUICE_E2E_REDIS_PASSWORD\"\nlease = \"600ms\"\n",
+        redis.1
+    );
+    let config = write_config(&temp_dir("fleet-auth"), &[&regions[0]], &fleet);
+    let good = Serve::start(&config, &[], &[("SLUICE_E2E_REDIS_PASSWORD", PASSWORD)]).await;
+    eventually("fleet mode connects with the password", || async {
+        good.stderr().contains("fleet: connected").then_some(())
+    })
+    .await;
+    let bad = Serve::start(&config, &[], &[("SLUICE_E2E_REDIS_PASSWORD", "wrong-password-9c1e")]).await;
+    let http = http();
+    // No call fails because of Redis: the replica with the wrong password serves alone.
+    for serve in [&good, &bad] {
+        let r = http.post(serve.url("/v1/chat/completions")).json(&chat_body(false)).send().await.expect("answers");
+        assert_eq!(r.status(), 200);
+    }
+    eventually("the wrong password is reported", || async {
+        let log = bad.stderr().to_lowercase();
+        log.lines()
+            .any(|l| l.contains("fleet: redis unreachable") && (l.contains("wrongpass") || l.contains("auth")))
+            .then_some(())
+    })
+    .await;
+    assert!(!bad.stderr().contains("fleet: connected"), "{}", bad.stderr());
+    for serve in [&good, &bad] {
+        let log = serve.stderr();
+        assert!(!log.contains(PASSWORD) && !log.contains("wrong-password-9c1e"), "a password leaked: {log}");
+    }
 }

@@ -12,5 +12,7 @@ mod propagation;
 mod probe_split;
 // Redis killed or hung mid-run: calls keep succeeding; Redis back: resync.
 mod outage;
+// Down/up, ejections, a late starter's catch-up, hostile messages.
+mod verdicts;
 // Three replicas against rate-limited regions: fewer 429s with fleet mode than without.
 mod chaos;
