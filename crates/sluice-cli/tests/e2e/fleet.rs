@@ -130,3 +130,67 @@ async fn redis_auth_comes_from_an_environment_variable() {
         assert!(!log.contains(PASSWORD) && !log.contains("wrong-password-9c1e"), "a password leaked: {log}");
     }
 }
+
+/// An operator drains Seoul through replica 1's admin API; replica 2 stops sending it calls,
+/// and undrain brings it back on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_drain_applies_to_the_whole_fleet() {
+    const KEY: &str = "fleet-admin-key-1";
+    let redis = Redis::start().await;
+    let regions = mocks(&[("ap-northeast-2", "Seoul"), ("ap-northeast-1", "Tokyo")]).await;
+    let (seoul, tokyo) = (&regions[0], &regions[1]);
+    let fleet = |id: &str| {
+        format!(
+            "{FAST_PROBES}[fleet]\nredis_url = \"redis://127.0.0.1:{}/0\"\nreplica_id = \"{id}\"\nlease = \"600ms\"\n",
+            redis.1
+        )
+    };
+    let admin = ["--admin-key-env", "SLUICE_E2E_ADMIN"];
+    let env = [("SLUICE_E2E_ADMIN", KEY)];
+    let serves = [
+        Serve::start(&write_config(&temp_dir("fleet-drain-1"), &[seoul, tokyo], &fleet("serve-1")), &admin, &env).await,
+        Serve::start(&write_config(&temp_dir("fleet-drain-2"), &[seoul, tokyo], &fleet("serve-2")), &admin, &env).await,
+    ];
+    for serve in &serves {
+        eventually("fleet mode connects", || async { serve.stderr().contains("fleet: connected").then_some(()) }).await;
+    }
+    let http = http();
+    let served_by = |serve: &Serve| {
+        let request = http
+            .post(serve.url("/v1/chat/completions"))
+            .header("x-sluice-region", "ap-northeast-2")
+            .json(&chat_body(false))
+            .send();
+        async move {
+            let r = tokio::time::timeout(PATIENCE, request).await.expect("in time").expect("answers");
+            assert_eq!(r.status(), 200);
+            r.headers()["x-sluice-region"].to_str().unwrap().to_owned()
+        }
+    };
+    let admin_state = |serve: &Serve| {
+        let request = http.get(serve.url("/admin/regions")).bearer_auth(KEY).send();
+        async move {
+            let v: serde_json::Value = request.await.ok()?.json().await.ok()?;
+            v["regions"].as_array()?.iter().find(|r| r["id"] == "ap-northeast-2").map(|r| r["admin"].clone())
+        }
+    };
+    assert_eq!(served_by(&serves[1]).await, "ap-northeast-2");
+
+    let r = http.post(serves[0].url("/admin/regions/ap-northeast-2/drain")).bearer_auth(KEY).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["fleet"], true, "{body}");
+    eventually("replica 2 hears the drain", || async { (admin_state(&serves[1]).await? == "drained").then_some(()) })
+        .await;
+    let before = seoul.chat_hits();
+    for _ in 0..5 {
+        assert_eq!(served_by(&serves[1]).await, "ap-northeast-1", "replica 2 keeps away from drained Seoul");
+    }
+    assert_eq!(seoul.chat_hits(), before, "a drained region got calls");
+
+    let r = http.post(serves[0].url("/admin/regions/ap-northeast-2/undrain")).bearer_auth(KEY).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    eventually("replica 2 hears the undrain", || async { (admin_state(&serves[1]).await? == "enabled").then_some(()) })
+        .await;
+    assert_eq!(served_by(&serves[1]).await, "ap-northeast-2");
+}
