@@ -11,6 +11,7 @@
 //! lat = 37.56
 //! lon = 126.97
 //! weight = 100
+//! max_concurrency = 48             # optional: calls it serves at once (default: learned from 429s)
 //! api_key_env = "SEOUL_KEY"        # optional, per region
 //! zone = "ap"                      # optional residency zone
 //! models = ["gpt-4o-mini"]         # optional; overrides the region's /models list
@@ -38,7 +39,7 @@
 //! not_found_ttl = "5m"
 //!
 //! [strategy]
-//! name = "adaptive"
+//! name = "locality"               # the default
 //!
 //! [health.probe]
 //! interval = "1s"
@@ -155,6 +156,7 @@ struct RawRegion {
     lat: Spanned<f64>,
     lon: Spanned<f64>,
     weight: Option<u32>,
+    max_concurrency: Option<Spanned<i64>>,
     api_key_env: Option<String>,
     provider: Option<Spanned<String>>,
     api_version: Option<String>,
@@ -338,6 +340,20 @@ impl Config {
             }
             if let Some(w) = r.weight {
                 region = region.with_weight(w);
+            }
+            if let Some(limit) = &r.max_concurrency {
+                let n = u32::try_from(*limit.get_ref()).ok().filter(|&n| n > 0).ok_or_else(|| {
+                    fail(
+                        Some(limit.span()),
+                        Some(r.id.get_ref().clone()),
+                        format!(
+                            "max_concurrency must be a whole number from 1 to {}, got {}; leave it out to learn the limit from 429s",
+                            u32::MAX,
+                            limit.get_ref()
+                        ),
+                    )
+                })?;
+                region = region.with_max_concurrency(Some(n));
             }
             if let Some(zone) = &r.zone {
                 region = region.with_zone(zone.clone());
@@ -976,6 +992,25 @@ lon = -77.0
         assert_eq!(c.strategy(), StrategyKind::Locality);
         assert!(c.probing());
         assert_eq!(c.regions().next().unwrap().name(), "Seoul");
+    }
+
+    #[test]
+    fn max_concurrency_reaches_the_region_and_zero_is_refused() {
+        let c = Config::parse("c.toml", GOOD).unwrap();
+        assert!(c.regions().all(|r| r.max_concurrency().is_none()), "unset: learned from 429s");
+        let text = GOOD.replace("weight = 100", "weight = 100\nmax_concurrency = 48");
+        let c = Config::parse("c.toml", &text).unwrap();
+        let limits: Vec<Option<u32>> = c.regions().map(|r| r.max_concurrency()).collect();
+        assert_eq!(limits, [Some(48), None]);
+        for bad in ["0", "-3", "5000000000"] {
+            let text = GOOD.replace("weight = 100", &format!("weight = 100\nmax_concurrency = {bad}"));
+            let err = Config::parse("c.toml", &text).expect_err(bad).to_string();
+            assert!(err.contains("max_concurrency must be a whole number from 1"), "{bad}: {err}");
+            assert!(err.contains("ap-northeast-2"), "{bad}: names the region: {err}");
+            assert!(err.contains(&format!("got {bad}")), "{bad}: {err}");
+        }
+        // A value of the wrong type is a TOML error at its position, in its region.
+        check_err(&GOOD.replace("weight = 100", "weight = 100\nmax_concurrency = \"many\""), "c.toml:9:");
     }
 
     #[test]
