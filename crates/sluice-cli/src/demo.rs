@@ -1,17 +1,19 @@
 //! `sluice demo`: five mock regions on loopback, real traffic through `sluice-client` from a
-//! caller in Seoul, and scripted faults.
+//! caller in Seoul under the default (locality) policy, and a scripted 429.
 //!
-//! The script (times as shares of the run):
-//! * 20 %: Seoul goes down. Calls in flight fail over; health marks Seoul out.
-//! * 42 %: Tokyo answers 429 with Retry-After. It cools down for that long.
-//! * 60 %: Seoul comes back. Probes see it; it ramps up under slow start.
-
+//! The script, in three phases (times as shares of the run):
+//! 1. 0–35 %: every region healthy. The caller is served by Seoul, the nearest region.
+//! 2. 35–60 %: Seoul answers every call with 429 and a Retry-After. Each 429 keeps Seoul out
+//!    for that long; its calls spill to Tokyo, the next-nearest region, and none is lost.
+//! 3. 60–100 %: Seoul stops rate limiting. Once its cooldown ends, calls come back to it.
+//!
+//! The summary gives each phase's calls by the region that served them.
 use std::{
     io::{IsTerminal, Write},
     process::ExitCode,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -19,8 +21,8 @@ use std::{
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
 use sluice_client::{
-    CallOptions, ChatCompletionRequest, ChatMessage, Client, FailoverPolicy, GeoPoint, OutlierConfig, ProbeConfig,
-    Region, StrategyKind,
+    AttemptFailure, CallOptions, ChatCompletionRequest, ChatMessage, Client, FailoverPolicy, GeoPoint, OutlierConfig,
+    ProbeConfig, Region, StrategyKind,
 };
 use sluice_health::HealthEventKind;
 
@@ -43,8 +45,9 @@ const REGIONS: [(&str, &str, f64, f64, u64); 5] = [
     ("us-east-1", "Virginia", 38.9, -77.04, 150),
 ];
 
-/// Concurrent callers, each sending one call every `PACE`.
-const WORKERS: usize = 8;
+/// Concurrent callers, each sending one call every `PACE`: about one call in flight at a time,
+/// so that the nearest region has room for all of them.
+const WORKERS: usize = 4;
 const PACE: Duration = Duration::from_millis(200);
 /// Latency percentiles in the live table cover about this much time.
 const WINDOW: Duration = Duration::from_secs(2);
@@ -61,8 +64,17 @@ struct RegionStats {
     previous_picks: u64,
 }
 
+/// The script's phases.
+const PHASES: [&str; 3] = ["all regions healthy", "Seoul answers 429 with Retry-After", "Seoul recovered"];
+/// Where each phase starts, as a share of the run.
+const PHASE_STARTS: [f64; 3] = [0.0, 0.35, 0.6];
+
 struct Stats {
     regions: Vec<RegionStats>,
+    /// Per phase, per region: calls that started in that phase and were served there.
+    served_in_phase: [[u64; REGIONS.len()]; PHASES.len()],
+    /// Per phase: calls that met a 429 before being served elsewhere.
+    throttled_in_phase: [u64; PHASES.len()],
     calls: u64,
     lost: u64,
     failed_over: u64,
@@ -84,7 +96,8 @@ pub(crate) async fn run(duration: Duration, seed: u64) -> Result<ExitCode, CliEr
     }
     let mocks = Arc::new(mocks);
     let share = move |x: f64| duration.mul_f64(x);
-    let retry_after = Duration::from_secs((duration.as_secs_f64() * 0.12).round().max(1.0) as u64);
+    let retry_after = Duration::from_secs((duration.as_secs_f64() * 0.08).round().max(1.0) as u64);
+    let phase = Arc::new(AtomicUsize::new(0));
     let probe = ProbeConfig::builder()
         .interval(Duration::from_millis(250))
         .jitter(Duration::from_millis(25))
@@ -101,7 +114,7 @@ pub(crate) async fn run(duration: Duration, seed: u64) -> Result<ExitCode, CliEr
         .map(|((id, name, lat, lon, _), m)| Region::new(*id, m.url(), GeoPoint::new(*lat, *lon)).with_name(*name));
     let client = Client::builder()
         .regions(regions)
-        .strategy(StrategyKind::Adaptive.build_seeded(seed))
+        .strategy(StrategyKind::default().build_seeded(seed))
         .seed(seed)
         .probe_config(probe)
         .outlier_config(outlier)
@@ -113,6 +126,8 @@ pub(crate) async fn run(duration: Duration, seed: u64) -> Result<ExitCode, CliEr
     let started = Instant::now();
     let stats = Arc::new(Mutex::new(Stats {
         regions: (0..REGIONS.len()).map(|_| RegionStats::new()).collect(),
+        served_in_phase: [[0; REGIONS.len()]; PHASES.len()],
+        throttled_in_phase: [0; PHASES.len()],
         calls: 0,
         lost: 0,
         failed_over: 0,
@@ -178,6 +193,7 @@ pub(crate) async fn run(duration: Duration, seed: u64) -> Result<ExitCode, CliEr
     let mut workers = Vec::with_capacity(WORKERS);
     for w in 0..WORKERS {
         let (client, stats, stop, log) = (client.clone(), Arc::clone(&stats), Arc::clone(&stop), log.clone());
+        let phase = Arc::clone(&phase);
         workers.push(tokio::spawn(async move {
             // Spread the callers over one pace period.
             tokio::time::sleep(PACE.mul_f64(w as f64 / WORKERS as f64)).await;
@@ -191,12 +207,21 @@ pub(crate) async fn run(duration: Duration, seed: u64) -> Result<ExitCode, CliEr
                     "gpt-4o-mini",
                     vec![ChatMessage::user(format!("caller {w}, call {n}: what is the capital of Korea?"))],
                 );
+                let started_in = phase.load(Ordering::SeqCst);
                 let result = client.chat_completions_with(request, &CallOptions::new().caller(CALLER)).await;
                 let mut s = stats.lock();
                 s.calls += 1;
                 match result {
                     Ok(response) => {
                         let meta = &response.meta;
+                        s.served_in_phase[started_in][meta.node.index()] += 1;
+                        if meta
+                            .failed_attempts
+                            .iter()
+                            .any(|f| matches!(f.failure, AttemptFailure::Status { status: 429, .. }))
+                        {
+                            s.throttled_in_phase[started_in] += 1;
+                        }
                         for f in &meta.failed_attempts {
                             let r = &mut s.regions[f.node.index()];
                             r.picks += 1;
@@ -246,21 +271,21 @@ pub(crate) async fn run(duration: Duration, seed: u64) -> Result<ExitCode, CliEr
 
     // The script.
     let script = {
-        let (mocks, log) = (Arc::clone(&mocks), log.clone());
+        let (mocks, log, phase) = (Arc::clone(&mocks), log.clone(), Arc::clone(&phase));
         tokio::spawn(async move {
             let at = |x: f64| tokio::time::sleep_until(tokio::time::Instant::from_std(started) + share(x));
-            at(0.2).await;
-            mocks[0].set_down(true);
-            log("FAULT: Seoul goes down (connections refused, open ones cut)".to_owned());
-            at(0.42).await;
-            mocks[1].set_rate_limited(Some(retry_after));
-            log(format!("FAULT: Tokyo answers 429 with Retry-After: {}", retry_after.as_secs()));
-            tokio::time::sleep(retry_after).await;
-            mocks[1].set_rate_limited(None);
-            log("Tokyo stops rate limiting".to_owned());
-            at(0.6).await;
-            mocks[0].set_down(false);
-            log("RECOVERY: Seoul is back".to_owned());
+            log(format!("phase 1: {}; calls should stay in Seoul", PHASES[0]));
+            at(PHASE_STARTS[1]).await;
+            mocks[0].set_rate_limited(Some(retry_after));
+            phase.store(1, Ordering::SeqCst);
+            log(format!(
+                "phase 2, FAULT: Seoul answers every call with 429, Retry-After: {} s; calls should spill to Tokyo",
+                retry_after.as_secs()
+            ));
+            at(PHASE_STARTS[2]).await;
+            mocks[0].set_rate_limited(None);
+            phase.store(2, Ordering::SeqCst);
+            log("phase 3, RECOVERY: Seoul stops rate limiting; calls should come back to it".to_owned());
         })
     };
 
@@ -353,6 +378,10 @@ pub(crate) async fn run(duration: Duration, seed: u64) -> Result<ExitCode, CliEr
     for line in table.lines() {
         let _ = writeln!(out, "  {line}");
     }
+    let _ = writeln!(out, "\n  phases (calls by the phase they started in, and the region that served them):");
+    for line in phase_lines(&s, duration) {
+        let _ = writeln!(out, "    {line}");
+    }
     let _ = writeln!(out, "\n  events:");
     for line in &s.log {
         let _ = writeln!(out, "    {line}");
@@ -371,6 +400,29 @@ pub(crate) async fn run(duration: Duration, seed: u64) -> Result<ExitCode, CliEr
     }
     let _ = out.flush();
     Ok(if s.lost == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// One line per phase: its span, its calls and each region's share of them, nearest first.
+fn phase_lines(s: &Stats, duration: Duration) -> Vec<String> {
+    let mut lines = Vec::with_capacity(PHASES.len());
+    for (i, what) in PHASES.iter().enumerate() {
+        let from = duration.mul_f64(PHASE_STARTS[i]).as_secs_f64();
+        let to = duration.mul_f64(PHASE_STARTS.get(i + 1).copied().unwrap_or(1.0)).as_secs_f64();
+        let served = &s.served_in_phase[i];
+        let total: u64 = served.iter().sum();
+        let shares: Vec<String> = REGIONS
+            .iter()
+            .zip(served)
+            .map(|(r, &n)| format!("{} {n} ({:.0} %)", r.1, n as f64 * 100.0 / total.max(1) as f64))
+            .collect();
+        let mut line =
+            format!("phase {} ({from:.1}-{to:.1} s), {what}: {total} calls served: {}", i + 1, shares.join(", "));
+        if s.throttled_in_phase[i] > 0 {
+            line.push_str(&format!("; {} met a 429 and were served elsewhere", s.throttled_in_phase[i]));
+        }
+        lines.push(line);
+    }
+    lines
 }
 
 fn name_of(id: &str) -> &'static str {
