@@ -4,6 +4,7 @@
 use std::{io::Write, path::PathBuf, process::ExitCode};
 
 use clap::Args;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sluice_balancer::StrategyKind;
 use sluice_sim::{Contender, Report, Scenario};
 
@@ -12,8 +13,8 @@ use crate::CliError;
 /// Options of `sluice simulate`.
 #[derive(Debug, Args)]
 pub(crate) struct SimulateArgs {
-    /// A built-in scenario (steady, degrade, outage, throttle, hot-spot, many-nodes) or a
-    /// scenario TOML file; repeat for several. Default: every built-in scenario.
+    /// A built-in scenario (see `--list`) or a scenario TOML file; repeat for several.
+    /// Default: every built-in scenario.
     #[arg(long, value_name = "NAME|FILE")]
     scenario: Vec<String>,
     /// Only these strategies (plus the oracle and the naive baseline); repeat for several.
@@ -72,21 +73,30 @@ pub(crate) async fn run(args: SimulateArgs) -> Result<ExitCode, CliError> {
         }
         c
     };
+    // Progress on stderr, drawn only when stderr is a terminal: indicatif hides the bar
+    // otherwise, so pipes and log files get no carriage returns.
+    let runs = (scenarios.len() * contenders.len()) as u64;
+    let bar = ProgressBar::with_draw_target(Some(runs * 100), ProgressDrawTarget::stderr()).with_style(
+        ProgressStyle::with_template("{msg:32} [{bar:30}] {percent:>3}%").expect("a valid progress template"),
+    );
+    let progress = bar.clone();
     let report = tokio::task::spawn_blocking(move || {
-        let mut last = String::new();
+        let (mut last, mut run) = (String::new(), 0u64);
         Report::run(&scenarios, &contenders, &mut |scenario, strategy, p| {
-            let done = (10.0 * p.simulated_s / p.duration_s).floor().clamp(0.0, 10.0) * 10.0;
-            let line = format!("{scenario} / {strategy}: {done:.0}%");
-            if line != last {
-                eprint!("\r\x1b[2K{line}");
-                last = line;
+            let name = format!("{scenario} / {strategy}");
+            if name != last {
+                run += 1;
+                progress.set_message(name.clone());
+                last = name;
             }
+            let done = (100.0 * p.simulated_s / p.duration_s).clamp(0.0, 100.0) as u64;
+            progress.set_position((run - 1) * 100 + done);
         })
     })
     .await
     .map_err(|e| CliError::Failed(format!("the simulation stopped: {e}")))?
     .map_err(|e| CliError::Usage(format!("invalid scenario: {e}")))?;
-    eprint!("\r\x1b[2K");
+    bar.finish_and_clear();
     let mut out = std::io::stdout().lock();
     let _ = write!(out, "{}", report.table());
     let _ = out.flush();

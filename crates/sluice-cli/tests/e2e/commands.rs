@@ -151,6 +151,8 @@ async fn simulate_runs_a_short_scenario() {
     for needle in ["outage", "oracle", "naive-baseline", "adaptive"] {
         assert!(stdout.contains(needle), "{needle} missing: {stdout}");
     }
+    // Piped, as here: no progress line is drawn, so nothing carries a carriage return.
+    assert!(!stderr.contains('\r') && !stdout.contains('\r'), "progress drawn into a pipe: {stderr:?}");
     let out = run(&["simulate", "--scenario", "no-such-scenario"], &[]).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(texts(&out).1.contains("unknown scenario `no-such-scenario`"));
