@@ -172,6 +172,22 @@ async fn a_success_that_does_not_parse_is_a_decode_error_not_a_retry() {
     assert_eq!((odd.chat_hits(), good.chat_hits()), (1, 0));
 }
 
+/// A plain answer whose body breaks after its 200 head was generated already: re-sending it
+/// elsewhere would generate (and bill) it twice, so the call fails explicitly instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_answer_cut_after_its_head_is_not_generated_twice() {
+    let cut = MockRegion::start("seoul").await;
+    cut.always(Reply::BodyCut);
+    let good = MockRegion::start("tokyo").await;
+    let client = builder().regions([cut.region(SEOUL), good.region(TOKYO)]).build().unwrap();
+    let err = client.chat_completions_with(request(), &prefer("seoul")).await.unwrap_err();
+    assert!(matches!(err.kind(), ErrorKind::StreamInterrupted { region } if &**region == "seoul"), "{err:?}");
+    assert!(err.source().is_some(), "the transport error is kept");
+    assert_eq!((cut.chat_hits(), good.chat_hits()), (1, 0));
+    // Charged to the region.
+    assert_eq!(client.snapshot().nodes()[0].metrics().failures(), 1);
+}
+
 /// Defect 11: a 429 followed by a hang was reported as a bare deadline error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deadline_error_keeps_the_last_upstream_error() {

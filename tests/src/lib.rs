@@ -43,6 +43,8 @@ pub enum Reply {
     },
     /// Send the stream head, then close without any chunk.
     StreamEmptyCut,
+    /// A 200 JSON head and the first half of a completion, then the connection breaks.
+    BodyCut,
     /// Send the stream head at once, then wait before the first chunk.
     StreamSlowFirst(Duration),
     /// Any status, content type and body, bytes unchanged.
@@ -293,6 +295,15 @@ async fn answer(id: &'static str, reply: Reply, streaming: bool) -> Response {
             sse(Body::from_stream(first.chain(rest)))
         }
         Reply::StreamEmptyCut => sse(Body::from_stream(cut_later())),
+        Reply::BodyCut => {
+            let half = stream::once(async {
+                Ok::<_, std::io::Error>(Bytes::from_static(b"{\"id\":\"chatcmpl-cut\",\"choices\":["))
+            });
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(Body::from_stream(half.chain(cut_later())))
+                .expect("valid response")
+        }
         Reply::Raw { status, content_type, body } => Response::builder()
             .status(status)
             .header("content-type", content_type)

@@ -204,6 +204,9 @@ pub(crate) enum AttemptError {
     Invalid(Box<dyn std::error::Error + Send + Sync>),
     /// A success whose body does not parse: the answer was generated, so it is not retried.
     Decode(Box<dyn std::error::Error + Send + Sync>),
+    /// A plain answer whose body broke after its success head: the answer was generated, so
+    /// it is not retried either.
+    Cut(reqwest::Error),
     Rescued,
 }
 
@@ -468,7 +471,7 @@ impl Attempt {
         body: Bytes,
     ) -> Result<T, AttemptError> {
         let resp = self.send(method, path, HeaderMap::new(), body).await?;
-        let bytes = resp.bytes().await.map_err(AttemptError::Connect)?;
+        let bytes = resp.bytes().await.map_err(AttemptError::Cut)?;
         serde_json::from_slice(&bytes).map_err(|e| AttemptError::Decode(e.into()))
     }
 
@@ -665,7 +668,7 @@ impl Inner {
                 self.latencies.record(latency);
                 Outcome::Success { latency }
             }
-            Err(AttemptError::Connect(_)) => Outcome::ConnectError,
+            Err(AttemptError::Connect(_) | AttemptError::Cut(_)) => Outcome::ConnectError,
             Err(AttemptError::Timeout | AttemptError::FirstChunk(_)) => Outcome::Timeout,
             Err(AttemptError::Invalid(_) | AttemptError::Decode(_)) => {
                 Outcome::ServerError { status: 502, retry_after: None }
@@ -993,6 +996,13 @@ impl Inner {
                 AttemptFailure::InvalidResponse,
                 Disposition::Fatal,
                 Error::new(ErrorKind::Decode { region }).with_source(e),
+            ),
+            // The region generated the answer and then lost it on the way: re-sending would
+            // generate (and bill) it a second time.
+            AttemptError::Cut(e) => (
+                AttemptFailure::Connect,
+                Disposition::Fatal,
+                Error::new(ErrorKind::StreamInterrupted { region }).with_source(e),
             ),
             AttemptError::Rescued => {
                 (AttemptFailure::Rescued, Disposition::Retry, Error::new(ErrorKind::Rescued { region }))

@@ -84,7 +84,9 @@ pub enum ErrorKind {
         /// The region.
         region: Arc<str>,
     },
-    /// A stream broke after its first chunk (the call was committed, so it is not retried).
+    /// An answer broke after the call committed, so it is not retried: a stream after its
+    /// first content, or a plain answer's body after its success head (the answer was
+    /// generated; a second attempt would generate it again).
     StreamInterrupted {
         /// The region.
         region: Arc<str>,

@@ -211,6 +211,7 @@ pub(crate) fn attempt_label(error: &AttemptError) -> &'static str {
         AttemptError::FirstChunk(_) => "first_chunk",
         AttemptError::Invalid(_) => "invalid",
         AttemptError::Decode(_) => "decode",
+        AttemptError::Cut(_) => "cut",
         AttemptError::Rescued => "rescued",
     }
 }

@@ -100,10 +100,12 @@ async fn a_caller_key_goes_only_to_its_region_and_its_refusal_excludes_nothing()
         let r = call("sk-caller-good", "byok").await.unwrap();
         assert_eq!((r.status().as_u16(), r.headers()["x-sluice-region"].to_str().unwrap()), (200, "byok"));
     }
-    // A caller with no preference is served by the nearest region, byok, too.
+    // A caller in Seoul with no preference is served by the nearest region, byok, too. (Without
+    // a location and without probes nearness is unknown, and either region may serve.)
     let r = http
         .post(format!("{base}/v1/chat/completions"))
         .header("api-key", "sk-caller-good")
+        .header("x-sluice-location", "37.56,126.97")
         .json(&json!({"model": "gpt-4o-mini", "messages": []}))
         .send()
         .await
