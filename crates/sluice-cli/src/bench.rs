@@ -4,6 +4,11 @@
 //! An open-loop generator sends plain chat calls at a fixed rate (bounded in count, time and
 //! calls in flight) first straight to a zero-latency mock region, then through a `sluice serve`
 //! child process in front of the same mock, and compares p50 and p99.
+//!
+//! Rounds alternate the two paths. Each round gives an overhead (serve minus direct, p50 and
+//! p99) and the serve child's CPU time per call; the table reports the median over rounds, so
+//! that one noisy round on a shared machine does not decide the figure. The machine's load
+//! average (before and after) and the access-log state are printed with the table.
 
 use std::{
     io::{self, BufRead, BufReader},
@@ -50,6 +55,10 @@ pub(crate) struct BenchArgs {
     /// Worker threads of the load generator and the mock; 0 means one per core.
     #[arg(long, default_value_t = 0)]
     generator_threads: usize,
+    /// Runs the `serve` child with `--no-access-log` (the access log is on by default, as in
+    /// `sluice serve`; the child's stderr goes to /dev/null either way).
+    #[arg(long)]
+    no_access_log: bool,
 }
 
 impl BenchArgs {
@@ -73,13 +82,6 @@ impl Measurement {
     fn new() -> Self {
         let latencies = Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
         Self { latencies, errors: 0, dropped: 0, late: 0 }
-    }
-
-    fn merge(&mut self, other: &Measurement) {
-        let _ = self.latencies.add(&other.latencies);
-        self.errors += other.errors;
-        self.dropped += other.dropped;
-        self.late += other.late;
     }
 }
 
@@ -115,6 +117,7 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
         .arg(&config)
         .args(["--listen", "127.0.0.1:0"])
         .args(["--threads", &args.serve_threads.to_string()])
+        .args(args.no_access_log.then_some("--no-access-log"))
         .env_remove("OPENAI_API_KEY")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -144,15 +147,22 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
     let seconds = Duration::from_secs_f64(args.seconds);
     let warmup = Duration::from_secs_f64(args.warmup);
     let mut rows = Vec::new();
+    let load_before = load_average();
     println!(
         "bench-serve: {} round(s) of {}s per rate and path (after {}s warm-up), plain chat calls, one zero-latency mock on 127.0.0.1",
         args.rounds, args.seconds, args.warmup
     );
+    println!(
+        "  serve: {} worker thread(s), access log {} (stderr to /dev/null); load average before: {load_before}",
+        args.serve_threads,
+        if args.no_access_log { "off" } else { "on" }
+    );
     for &rate in &args.rates {
         // Rounds alternate the two paths so that both see the same background noise.
-        let mut pair = [Measurement::new(), Measurement::new()];
-        let mut cpu = [(0u64, 0u64), (0u64, 0u64)];
+        let mut rounds = Vec::new();
         for round in 0..args.rounds {
+            let mut pair = [Measurement::new(), Measurement::new()];
+            let mut cpu = [(0u64, 0u64), (0u64, 0u64)];
             for (i, pool) in [&direct, &proxy].into_iter().enumerate() {
                 if !warmup.is_zero() && round == 0 {
                     let _ = load(pool, rate, warmup).await;
@@ -161,33 +171,29 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
                 let m = load(pool, rate, seconds).await;
                 let after = (cpu_ticks(std::process::id()), cpu_ticks(child.id()));
                 if let (Some(a), Some(b), Some(c), Some(d)) = (before.0, after.0, before.1, after.1) {
-                    cpu[i].0 += b - a;
-                    cpu[i].1 += d - c;
+                    cpu[i] = (b - a, d - c);
                 }
-                pair[i].merge(&m);
+                pair[i] = m;
             }
-        }
-        for (i, name) in ["direct", "serve"].into_iter().enumerate() {
-            let m = &pair[i];
-            // Clock ticks are 10 ms on Linux.
-            let per_call = |ticks: u64| ticks as f64 * 10_000.0 / m.latencies.len().max(1) as f64;
-            let mut cpu_text = format!(", CPU per call: generator+mock {:.0} µs", per_call(cpu[i].0));
-            if i == 1 {
-                cpu_text.push_str(&format!(", serve {:.0} µs", per_call(cpu[i].1)));
-            }
+            let round = Round::new(pair, cpu[1].1);
             println!(
-                "  {rate:>5} rps {name:<6}: {} ok, {} errors, {} dropped, {} sent late (>2 ms); p50 {} p90 {} p99 {} max {}{cpu_text}",
-                m.latencies.len(),
-                m.errors,
-                m.dropped,
-                m.late,
-                us(m.latencies.value_at_quantile(0.5)),
-                us(m.latencies.value_at_quantile(0.9)),
-                us(m.latencies.value_at_quantile(0.99)),
-                us(m.latencies.max())
+                "  {rate:>5} rps round {}: direct p50 {} p99 {}, serve p50 {} p99 {}, overhead p50 {} p99 {}, serve CPU {:.1} µs/call, errors {} + {}, sent late {} + {}",
+                rounds.len() + 1,
+                us(round.direct.0),
+                us(round.direct.1),
+                us(round.serve.0),
+                us(round.serve.1),
+                signed_us(round.serve.0, round.direct.0),
+                signed_us(round.serve.1, round.direct.1),
+                round.serve_cpu_us,
+                round.errors.0,
+                round.errors.1,
+                round.late.0,
+                round.late.1,
             );
+            rounds.push(round);
         }
-        rows.push((rate, pair));
+        rows.push((rate, rounds));
     }
     let _ = child.kill();
     let _ = child.wait();
@@ -201,28 +207,71 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
         "serve p99",
         "overhead p50",
         "overhead p99",
+        "serve CPU/call",
         "errors",
     ]);
     let mut failed = false;
-    for (rate, pair) in &rows {
-        let (d, s) = (&pair[0], &pair[1]);
-        let q = |m: &Measurement, x: f64| m.latencies.value_at_quantile(x);
-        let (d50, d99, s50, s99) = (q(d, 0.5), q(d, 0.99), q(s, 0.5), q(s, 0.99));
-        failed |= d.errors + s.errors > 0;
+    for (rate, rounds) in &rows {
+        let med = |f: &dyn Fn(&Round) -> i64| median(rounds.iter().map(f).collect());
+        let errors: (u64, u64) = rounds.iter().fold((0, 0), |acc, r| (acc.0 + r.errors.0, acc.1 + r.errors.1));
+        failed |= errors.0 + errors.1 > 0;
+        let cpu = median(rounds.iter().map(|r| (r.serve_cpu_us * 10.0) as i64).collect()) as f64 / 10.0;
         table.row(vec![
             format!("{rate} rps"),
-            us(d50),
-            us(d99),
-            us(s50),
-            us(s99),
-            signed_us(s50, d50),
-            signed_us(s99, d99),
-            format!("{} + {}", d.errors + d.dropped, s.errors + s.dropped),
+            us(med(&|r| r.direct.0 as i64) as u64),
+            us(med(&|r| r.direct.1 as i64) as u64),
+            us(med(&|r| r.serve.0 as i64) as u64),
+            us(med(&|r| r.serve.1 as i64) as u64),
+            signed(med(&|r| r.serve.0 as i64 - r.direct.0 as i64)),
+            signed(med(&|r| r.serve.1 as i64 - r.direct.1 as i64)),
+            format!("{cpu:.1} µs"),
+            format!("{} + {}", errors.0, errors.1),
         ]);
     }
     println!();
+    println!("median over {} alternating round(s); load average after: {}", args.rounds, load_average());
     print!("{}", table.render());
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// One round at one rate: p50 and p99 of each path, the serve child's CPU per call, and
+/// errors (errors plus dropped calls) of each path.
+struct Round {
+    direct: (u64, u64),
+    serve: (u64, u64),
+    serve_cpu_us: f64,
+    errors: (u64, u64),
+    /// Calls the generator sent more than 2 ms after their slot, per path.
+    late: (u64, u64),
+}
+
+impl Round {
+    fn new(pair: [Measurement; 2], serve_ticks: u64) -> Self {
+        let q = |m: &Measurement| (m.latencies.value_at_quantile(0.5), m.latencies.value_at_quantile(0.99));
+        // Clock ticks are 10 ms on Linux.
+        let serve_cpu_us = serve_ticks as f64 * 10_000.0 / pair[1].latencies.len().max(1) as f64;
+        Self {
+            direct: q(&pair[0]),
+            serve: q(&pair[1]),
+            serve_cpu_us,
+            errors: (pair[0].errors + pair[0].dropped, pair[1].errors + pair[1].dropped),
+            late: (pair[0].late, pair[1].late),
+        }
+    }
+}
+
+/// The median (the lower middle one for an even count).
+fn median(mut v: Vec<i64>) -> i64 {
+    v.sort_unstable();
+    v.get(v.len().saturating_sub(1) / 2).copied().unwrap_or(0)
+}
+
+/// `/proc/loadavg`'s first three fields (Linux only).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// Keep-alive HTTP/1.1 connections to one address, each carrying one call at a time.
@@ -370,6 +419,9 @@ fn us(v: u64) -> String {
 }
 
 fn signed_us(a: u64, b: u64) -> String {
-    let d = a as i64 - b as i64;
+    signed(a as i64 - b as i64)
+}
+
+fn signed(d: i64) -> String {
     if d.abs() >= 10_000 { format!("{:+.1} ms", d as f64 / 1000.0) } else { format!("{d:+} µs") }
 }
