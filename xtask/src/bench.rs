@@ -16,7 +16,9 @@
 //! 3. Runs the simulator's `report` example, which prints the per-scenario tables (every
 //!    latency also as a ratio of the oracle's) and draws the plots, and copies the plots to
 //!    `docs/img/`.
-//! 4. Writes `docs/benchmarks.md` with the machine, the date and every table.
+//! 4. Writes `docs/benchmarks.md` with the machine, the date and every table. With `--only`
+//!    or `--skip-criterion`, the sections of suites not rerun are kept from the previous file,
+//!    each marked with the date and commit of the run that measured it.
 //!
 //! Numbers come only from this run on this machine.
 
@@ -85,8 +87,16 @@ pub(crate) fn run(args: &[String]) -> Result {
     } else {
         None
     };
-    let doc = render(&machine(&root), &suites, sim.as_ref());
     let path = root.join("docs/benchmarks.md");
+    let mut doc = render(&machine(&root), &suites, sim.as_ref());
+    if !opts.only.is_empty() || !opts.criterion {
+        // Suites not rerun keep their section of the previous report, marked as such.
+        let previous = fs::read_to_string(&path).unwrap_or_default();
+        let kept = kept_sections(&previous, &suites, &bench_packages(&root));
+        if !kept.is_empty() {
+            doc = doc.replacen("## Strategy simulator\n", &format!("{kept}## Strategy simulator\n"), 1);
+        }
+    }
     fs::write(&path, doc).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     println!("\nxtask bench: wrote {} in {:.0} s", path.display(), started.elapsed().as_secs_f64());
     let failed: Vec<&str> = suites.iter().filter(|s| s.outcome.is_err()).map(|s| s.package.as_str()).collect();
@@ -251,6 +261,13 @@ fn json_number(json: &str, key: &str) -> Option<f64> {
     rest[..end].parse().ok()
 }
 
+/// The plain-scan baseline of `e` among `all`: `plain-vec-scan/GROUP/VALUE`, the same choice
+/// done by a plain scan of a `Vec` (a second, non-strawman baseline beside the naive one).
+fn plain_baseline_of<'a>(e: &Estimate, all: &'a [Estimate]) -> Option<&'a Estimate> {
+    let id = format!("plain-vec-scan/{}/{}", e.group, e.value.as_deref()?);
+    all.iter().find(|o| o.full_id == id && o.full_id != e.full_id)
+}
+
 /// The in-run baseline of `e` among `all`, if there is one.
 ///
 /// In order: the same function and value under a baseline group (`naive-baseline/nodes/5` for
@@ -275,6 +292,37 @@ fn baseline_of<'a>(e: &Estimate, all: &'a [Estimate]) -> Option<&'a Estimate> {
         return Some(found);
     }
     all.iter().find(|o| o.group == e.group && o.function.starts_with("baseline") && o.full_id != e.full_id)
+}
+
+/// The sections of `previous` (an earlier `docs/benchmarks.md`) for the bench packages that
+/// were not run this time, each marked with the date and commit of the run that measured it.
+fn kept_sections(previous: &str, suites: &[Suite], packages: &[String]) -> String {
+    let field = |name: &str| {
+        previous
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("| {name} | ")))
+            .map_or("unknown", |v| v.trim_end_matches(" |").trim())
+            .to_owned()
+    };
+    let (date, commit) = (field("date"), field("commit"));
+    let mut out = String::new();
+    for package in packages.iter().filter(|p| !suites.iter().any(|s| &s.package == *p)) {
+        let head = format!("### `{package}`\n");
+        let Some(start) = previous.find(&head) else { continue };
+        let body = &previous[start + head.len()..];
+        let end = body.find("\n### ").or_else(|| body.find("\n## ")).map_or(body.len(), |e| e + 1);
+        let body = body[..end].trim_start_matches('\n');
+        let body = match body.strip_prefix("Kept from an earlier run") {
+            // Already kept once: keep the original note.
+            Some(_) => body.to_owned(),
+            None => format!("Kept from an earlier run ({date}, commit {commit}); not rerun this time.\n\n{body}"),
+        };
+        out.push_str(&format!("{head}\n{body}"));
+        if !out.ends_with("\n\n") {
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// The simulator's outputs.
@@ -382,7 +430,7 @@ fn render(m: &Machine, suites: &[Suite], sim: Option<&std::result::Result<Sim, S
     md.push_str("The machine is shared with other work, so absolute times carry noise; the ratios, taken within one run, are the figures to compare.\n\n");
     md.push_str("## Criterion suites\n\n");
     if suites.is_empty() {
-        md.push_str("Not run (`--skip-criterion`).\n\n");
+        md.push_str("Not run this time (`--skip-criterion`).\n\n");
     }
     for suite in suites {
         md.push_str(&format!("### `{}`\n\n", suite.package));
@@ -394,8 +442,11 @@ fn render(m: &Machine, suites: &[Suite], sim: Option<&std::result::Result<Sim, S
                 md.push_str("Ratio = mean / the baseline's mean; below 1× is faster than the baseline.\n\n");
                 md.push_str("| benchmark | mean | 95 % CI | vs in-run baseline |\n|---|---:|---:|---|\n");
                 for e in estimates {
-                    let ratio = baseline_of(e, estimates)
+                    let mut ratio = baseline_of(e, estimates)
                         .map_or_else(|| "–".to_owned(), |b| format!("{:.2}× `{}`", e.mean_ns / b.mean_ns, b.full_id));
+                    if let Some(b) = plain_baseline_of(e, estimates) {
+                        ratio.push_str(&format!("; {:.2}× `{}`", e.mean_ns / b.mean_ns, b.full_id));
+                    }
                     md.push_str(&format!(
                         "| `{}` | {} | {} – {} | {} |\n",
                         e.full_id,
@@ -495,6 +546,27 @@ mod tests {
         check("record/1_thread/success", Some("record/1_thread/baseline_x"));
         check("simulate-1M-calls/adaptive/5-regions", Some("simulate-1M-calls/oracle/5-regions"));
         check("lonely/x", None);
+        let plain = est("plain-vec-scan/adaptive/5", "plain-vec-scan", "adaptive", Some("5"), 10.0);
+        let with_plain = [all.clone(), vec![plain]].concat();
+        let e = &with_plain[0];
+        assert_eq!(plain_baseline_of(e, &with_plain).map(|b| b.full_id.as_str()), Some("plain-vec-scan/adaptive/5"));
+        assert_eq!(plain_baseline_of(e, &all), None);
+    }
+
+    #[test]
+    fn keeps_sections_of_suites_not_rerun() {
+        let previous = "| date | 2026-11-26 18:53 UTC |\n| commit | ed5ddb5 |\n\n## Criterion suites\n\n### `a`\n\nA table.\n\n### `b`\n\nB table.\n\n## Strategy simulator\n";
+        let ran = [Suite { package: "a".to_owned(), outcome: Ok(Vec::new()), took: Duration::ZERO }];
+        let kept = kept_sections(previous, &ran, &["a".to_owned(), "b".to_owned()]);
+        assert!(!kept.contains("A table"), "{kept}");
+        assert!(
+            kept.starts_with("### `b`\n\nKept from an earlier run (2026-11-26 18:53 UTC, commit ed5ddb5)"),
+            "{kept}"
+        );
+        assert!(kept.contains("B table.\n"), "{kept}");
+        // Kept again later: the original note stays.
+        let again = kept_sections(&format!("| date | later |\n{kept}## x\n"), &ran, &["b".to_owned()]);
+        assert_eq!(again, kept);
     }
 
     #[test]
