@@ -1110,6 +1110,7 @@ url = "http://127.0.0.1:9000/v1"
 lat = 1.0
 lon = 2.0
 auth = { header = "x-api-key" }
+pass_caller_key = true
 
 [models]
 aliases = { fast = "gpt-4o-mini" }
@@ -1128,7 +1129,8 @@ not_found_ttl = "2m"
             c.regions[1].provider,
             Some(Provider::azure().api_version("2024-10-21").deployment("gpt-4o-mini", "mini-eu"))
         );
-        assert_eq!(c.regions[2].provider, Some(Provider::openai().auth_header("x-api-key")));
+        assert_eq!(c.regions[2].provider, Some(Provider::openai().auth_header("x-api-key").pass_caller_key()));
+        assert!(!c.regions[0].provider.as_ref().is_some_and(Provider::passes_caller_key));
         assert_eq!(c.model_routing.resolve("fast"), "gpt-4o-mini");
         assert_eq!(c.model_routing.fallbacks_of("gpt-4o").collect::<Vec<_>>(), ["gpt-4o-mini"]);
     }
