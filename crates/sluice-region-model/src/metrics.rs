@@ -97,7 +97,10 @@ const DECAY_SKIP_NS: u64 = 1_000_000;
 /// concurrency-limits) and a cubic regrowth as in TCP CUBIC: unknown until the first 429,
 /// which sets it to [`DEFAULT_LIMIT_BACKOFF`] × the calls then in flight; each later 429
 /// (one per [`LIMIT_DROP_WINDOW`]) sets it to [`DEFAULT_LIMIT_BACKOFF`] × the smaller of
-/// itself and the calls in flight; successes let
+/// itself and the calls in flight. "The calls in flight" is never taken below the most calls
+/// the node served successfully at once since the previous drop, and when it served none, a
+/// 429 only backs the limit off: a 429 that meets a lone call (a quota, or the first call
+/// after a Retry-After cooldown) says nothing about concurrency. Successes let
 /// it regrow along `W(t) = W_max · (1 + (1 − backoff) · ((t − K) / K)³)` up to `t = K`
 /// (CUBIC's concave approach), where `W_max` is the limit before the last 429, `t` the time
 /// since and `K` = [`DEFAULT_LIMIT_REGROWTH`], and past it double every
@@ -142,6 +145,9 @@ pub struct NodeMetrics {
     limit_max_bits: AtomicU64,
     /// When the last 429 lowered the limit, nanoseconds since the epoch plus one; 0 = never.
     limit_drop_at: AtomicU64,
+    /// The most calls in flight at a success since the last 429 lowered the limit (or ever,
+    /// before the first): what the node has shown it serves. Written under `estimate_lock`.
+    served_peak: AtomicU32,
     successes: AtomicU64,
     failures: AtomicU64,
     slow_start_window_ns: AtomicU64,
@@ -182,6 +188,7 @@ impl NodeMetrics {
             learned_limit_bits: AtomicU64::new(NO_SAMPLE),
             limit_max_bits: AtomicU64::new(NO_SAMPLE),
             limit_drop_at: AtomicU64::new(0),
+            served_peak: AtomicU32::new(0),
             error_bits: AtomicU64::new(0.0f64.to_bits()),
             updated_at: AtomicU64::new(0),
             probe_rtt_bits: AtomicU64::new(NO_SAMPLE),
@@ -262,12 +269,22 @@ impl NodeMetrics {
         }
         let learned = f64::from_bits(self.learned_limit_bits.load(Ordering::Relaxed));
         let configured = self.configured_limit.load(Ordering::Relaxed);
-        // A 429 with `n` other calls in flight says the node's limit is about `n`. (Whether
-        // the throttled call's own guard is still held changes `n` by one, which the backoff
-        // covers.)
-        let in_flight = f64::from(self.in_flight().max(1));
+        // A 429 with `n` calls in flight says the node's limit is about `n`. (Whether the
+        // throttled call's own guard is still held changes `n` by one, which the backoff
+        // covers.) But not below what it served successfully since the last drop: a 429 that
+        // meets one lone call (a quota or rate limit, or the first call after a Retry-After
+        // cooldown drained the node) says nothing about how many calls it serves at once.
+        let served = self.served_peak.swap(0, Ordering::Relaxed);
+        let in_flight = f64::from(self.in_flight().max(served).max(1));
         let configured_or_inf = if configured == 0 { f64::INFINITY } else { f64::from(configured) };
-        let current = if learned.is_nan() { in_flight } else { learned.min(in_flight) }.min(configured_or_inf);
+        let current = match (learned.is_nan(), served) {
+            (true, _) => in_flight,
+            // Nothing served since the last drop: the calls in flight tell nothing new, so
+            // the learned limit only backs off.
+            (false, 0) => learned,
+            (false, _) => learned.min(in_flight),
+        }
+        .min(configured_or_inf);
         let next = (current * DEFAULT_LIMIT_BACKOFF).max(MIN_CONCURRENCY_LIMIT);
         self.limit_max_bits.store(current.to_bits(), Ordering::Relaxed);
         self.limit_drop_at.store(now_ns.saturating_add(1), Ordering::Relaxed);
@@ -378,6 +395,9 @@ impl NodeMetrics {
             None => decayed,
         };
         self.latency_bits.store(latency.to_bits(), Ordering::Relaxed);
+        if success {
+            self.served_peak.fetch_max(self.in_flight(), Ordering::Relaxed);
+        }
         let dropped = self.limit_drop_at.load(Ordering::Relaxed);
         if success && dropped != 0 {
             let learned = f64::from_bits(self.learned_limit_bits.load(Ordering::Relaxed));
@@ -904,6 +924,30 @@ mod tests {
             m.record_throttle(t0 + 11 * k + i * LIMIT_DROP_WINDOW);
         }
         assert_eq!(m.concurrency_limit(), Some(MIN_CONCURRENCY_LIMIT));
+    }
+
+    #[test]
+    fn a_429_meeting_a_lone_call_keeps_what_the_node_served() {
+        let (m, t0) = metrics();
+        // The node served 8 calls at once...
+        let guards: Vec<_> = (0..8).map(|_| m.start_request()).collect();
+        m.record_success(100 * MS, t0);
+        drop(guards);
+        // ...then a quota 429 meets one lone call: the limit starts from the 8, not from 1.
+        let lone = m.start_request();
+        m.record_throttle(t0);
+        assert!((m.learned_limit().unwrap() - 7.2).abs() < 1e-9, "{:?}", m.learned_limit());
+        // After a cooldown the next lone call meets another 429: nothing was served since, so
+        // the limit only backs off.
+        m.record_throttle(t0 + 2 * LIMIT_DROP_WINDOW);
+        assert!((m.learned_limit().unwrap() - 6.48).abs() < 1e-9, "{:?}", m.learned_limit());
+        // Served 3 at once since: a 429 then bounds the limit by those 3.
+        let two: Vec<_> = (0..2).map(|_| m.start_request()).collect();
+        m.record_success(100 * MS, t0 + 3 * LIMIT_DROP_WINDOW);
+        drop(two);
+        m.record_throttle(t0 + 4 * LIMIT_DROP_WINDOW);
+        assert!((m.learned_limit().unwrap() - 2.7).abs() < 1e-9, "{:?}", m.learned_limit());
+        drop(lone);
     }
 
     #[test]
