@@ -21,6 +21,8 @@ mod chaos;
 mod telemetry;
 // Live region updates under load.
 mod reload;
+// The default locality policy at model speed: stay, spill under a 429, come back.
+mod locality;
 
 use std::time::Duration;
 
