@@ -29,6 +29,15 @@ pub struct RetryBudget {
     /// Per slot: the slot's generation (index of its time window) and its token balance.
     generation: [AtomicU64; SLOTS],
     balance: [AtomicI64; SLOTS],
+    /// Calls recorded since creation (for fleet mode's reports).
+    calls: AtomicU64,
+    /// Retries granted since creation.
+    retries: AtomicU64,
+    /// Nanoseconds since `epoch` until which the fleet grant applies; 0 = local budget.
+    shared_until: AtomicU64,
+    /// Retries the fleet granted and this replica has not spent yet (may dip below 0 by what
+    /// was spent while a grant was being renewed).
+    shared: AtomicI64,
 }
 
 // ===== impl RetryBudget =====
@@ -45,11 +54,19 @@ impl RetryBudget {
             reserve_milli: i64::from(min_per_sec).saturating_mul(ttl.as_secs().max(1) as i64).saturating_mul(1000),
             generation: Default::default(),
             balance: Default::default(),
+            calls: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            shared_until: AtomicU64::new(0),
+            shared: AtomicI64::new(0),
         }
     }
 
+    fn nanos(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+
     fn slot(&self, now: Instant) -> (usize, u64) {
-        let ns = now.saturating_duration_since(self.epoch).as_nanos() as u64;
+        let ns = self.nanos(now);
         let generation = ns / self.slot_ns + 1;
         let i = (generation % SLOTS as u64) as usize;
         if self.generation[i].load(Ordering::Acquire) != generation {
@@ -76,22 +93,81 @@ impl RetryBudget {
     pub fn deposit(&self, now: Instant) {
         let (i, _) = self.slot(now);
         self.balance[i].fetch_add(self.deposit_milli, Ordering::AcqRel);
+        self.calls.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Takes one retry if the budget allows; `false` means the retry must not happen.
     pub fn try_withdraw(&self, now: Instant) -> bool {
         let (i, generation) = self.slot(now);
-        if self.reserve_milli + self.total(generation) < 1000 {
+        if self.is_shared(now) {
+            let taken = self.shared.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n >= 1).then(|| n - 1));
+            if taken.is_err() {
+                return false;
+            }
+        } else if self.reserve_milli + self.total(generation) < 1000 {
             return false;
         }
+        // Also kept in the local balance, so that falling back to it stays truthful.
         self.balance[i].fetch_sub(1000, Ordering::AcqRel);
+        self.retries.fetch_add(1, Ordering::Relaxed);
         true
     }
 
-    /// Retries currently available.
+    fn is_shared(&self, now: Instant) -> bool {
+        self.nanos(now) < self.shared_until.load(Ordering::Acquire)
+    }
+
+    /// Retries currently available (from the fleet grant while one applies).
     pub fn available(&self, now: Instant) -> u64 {
+        if self.is_shared(now) {
+            return self.shared.load(Ordering::Acquire).max(0) as u64;
+        }
         let (_, generation) = self.slot(now);
         ((self.reserve_milli + self.total(generation)).max(0) / 1000) as u64
+    }
+
+    /// Calls recorded ([`deposit`](Self::deposit)) since the budget was made.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Retries granted ([`try_withdraw`](Self::try_withdraw) returned `true`) since the budget was made.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Ordering::Relaxed)
+    }
+
+    /// The window over which calls and retries count.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_nanos(self.slot_ns.saturating_mul(SLOTS as u64))
+    }
+
+    /// Retries allowed per call, in thousandths (0.2 → 200).
+    pub fn ratio_milli(&self) -> i64 {
+        self.deposit_milli
+    }
+
+    /// The floor: retries always allowed within one window (`min_per_sec × ttl`).
+    pub fn reserve(&self) -> u64 {
+        (self.reserve_milli / 1000).max(0) as u64
+    }
+
+    /// Fleet mode: adds `delta` retries (negative to take back what was returned to the fleet)
+    /// to the fleet grant, and makes the grant apply until `until`.
+    pub fn grant_shared(&self, delta: i64, until: Instant) {
+        self.shared.fetch_add(delta, Ordering::AcqRel);
+        self.shared_until.store(self.nanos(until).max(1), Ordering::Release);
+    }
+
+    /// Fleet mode: the fleet grant not spent yet (negative while a renewal is in flight and
+    /// more was spent meanwhile).
+    pub fn shared_allowance(&self) -> i64 {
+        self.shared.load(Ordering::Acquire)
+    }
+
+    /// Fleet mode: drops the fleet grant; the local budget alone applies again.
+    pub fn end_shared(&self) {
+        self.shared_until.store(0, Ordering::Release);
+        self.shared.store(0, Ordering::Release);
     }
 }
 
@@ -137,6 +213,26 @@ mod tests {
         // Withdrawals expire too: spending now does not hurt the next window.
         assert!(b.try_withdraw(t0 + Duration::from_secs(1)));
         assert_eq!(b.available(t0 + Duration::from_secs(2)), 4);
+    }
+
+    #[test]
+    fn a_fleet_grant_replaces_the_local_balance_until_it_lapses() {
+        let t0 = Instant::now();
+        let b = RetryBudget::new(Duration::from_secs(10), 1, 0.2, t0);
+        assert_eq!((b.ttl(), b.reserve(), b.ratio_milli()), (Duration::from_secs(10), 10, 200));
+        b.grant_shared(2, t0 + Duration::from_secs(1));
+        assert_eq!(b.available(t0), 2);
+        assert_eq!((0..5).filter(|_| b.try_withdraw(t0)).count(), 2, "only the grant, not the local floor");
+        b.deposit(t0);
+        assert_eq!((b.calls(), b.retries(), b.shared_allowance()), (1, 2, 0));
+        // A renewal that returned 1 unspent retry while 1 more was spent nets out below zero.
+        b.grant_shared(-1, t0 + Duration::from_secs(1));
+        assert!(!b.try_withdraw(t0));
+        // Lapsed: the local floor (10, minus the 2 spent) applies again.
+        assert_eq!(b.available(t0 + Duration::from_secs(2)), 8);
+        b.grant_shared(5, t0 + Duration::from_secs(3));
+        b.end_shared();
+        assert_eq!(b.available(t0 + Duration::from_secs(2)), 8);
     }
 
     #[test]
