@@ -150,6 +150,8 @@ pub struct NodeMetrics {
     served_peak: AtomicU32,
     successes: AtomicU64,
     failures: AtomicU64,
+    /// Calls started ([`start_request`](Self::start_request)) so far.
+    started: AtomicU64,
     slow_start_window_ns: AtomicU64,
     slow_start_floor_bits: AtomicU64,
     decay_ns: f64,
@@ -172,6 +174,7 @@ impl NodeMetrics {
             in_flight: AtomicU32::new(0),
             successes: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            started: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             health: AtomicU8::new(HealthState::Unknown.to_u8()),
             admin: AtomicU8::new(AdminState::Enabled.to_u8()),
@@ -224,7 +227,14 @@ impl NodeMetrics {
 
     /// Counts one call as in flight until the returned guard is dropped.
     pub fn start_request(self: &Arc<Self>) -> InFlightGuard {
+        self.started.fetch_add(1, Ordering::Relaxed);
         InFlightGuard::new(Arc::clone(self))
+    }
+
+    /// Calls started ([`start_request`](Self::start_request)) so far, whatever their outcome;
+    /// fleet mode reads it beside the call path to spend shared request limits.
+    pub fn requests_started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
     }
 
     /// Calls currently in flight.
