@@ -268,6 +268,12 @@ impl Client {
         self.inner().budget.available(now())
     }
 
+    /// The retry budget itself, shared by every clone of this client (and kept across
+    /// reloads), so that fleet mode can make it fleet-wide (`sluice_fleet::Fleet::start_with_budget`).
+    pub fn retry_budget(&self) -> Arc<RetryBudget> {
+        Arc::clone(&self.inner().budget)
+    }
+
     /// Stops the active prober and waits for its tasks to end. Calls keep working on
     /// passive health alone, and later region updates start no prober.
     pub async fn shutdown_probing(&self) {
