@@ -61,6 +61,10 @@
 //! redis_url = "redis://10.0.0.5:6379/0"
 //! replica_id = "serve-1"           # optional; random by default
 //! password_env = "REDIS_PASSWORD"  # optional; SLUICE_REDIS_PASSWORD is read when set
+//! shared_retry_budget = true       # optional: one retry budget for the whole fleet
+//!
+//! [fleet.region_limits]            # optional: requests per minute from the whole fleet
+//! eu-west = 600
 //! ```
 //!
 //! Unknown keys are errors. Keys are never read from the file, only from environment
@@ -266,6 +270,10 @@ struct RawFleet {
     op_timeout: Option<Dur>,
     password_env: Option<String>,
     username_env: Option<String>,
+    shared_retry_budget: Option<bool>,
+    region_limits: Option<BTreeMap<String, u32>>,
+    limit_window: Option<Dur>,
+    limit_batch: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -610,6 +618,17 @@ impl Config {
                 if let Some(var) = &f.username_env {
                     b = b.username_env(var.clone());
                 }
+                if let Some(on) = f.shared_retry_budget {
+                    b = b.shared_retry_budget(on);
+                }
+                for (region, per_minute) in f.region_limits.iter().flatten() {
+                    if !regions.iter().any(|r| r.region.id() == region.as_str()) {
+                        return Err(bad(format!("region_limits: no region `{region}` in this file")));
+                    }
+                    b = b.region_limit(region.clone(), *per_minute);
+                }
+                b = set(b, f.limit_window, |b, d| b.limit_window(d.0));
+                b = set(b, f.limit_batch, FleetBuilder::limit_batch);
                 match b.clone().build() {
                     Ok(_) | Err(FleetError::MissingCredential { .. }) => {}
                     Err(e) => return Err(bad(chain(&e))),
@@ -1046,6 +1065,20 @@ lon = -77.0
         check_err(&format!("{GOOD}\n[fleet]\nredis_url = \"http://h\"\n"), "[fleet]: invalid redis url");
         check_err(&format!("{GOOD}\n[fleet]\nredis_url = \"redis://h\"\nlease = \"1ms\"\n"), "lease");
         check_err(&format!("{GOOD}\n[fleet]\nredis_url = \"redis://h\"\nreplica = \"x\"\n"), "unknown field `replica`");
+        let region = c.regions[0].region.id().to_owned();
+        let limited = Config::parse(
+            "c.toml",
+            &format!("{GOOD}\n[fleet]\nredis_url = \"redis://h\"\nshared_retry_budget = true\nlimit_window = \"2s\"\n[fleet.region_limits]\n\"{region}\" = 600\n"),
+        )
+        .expect("valid");
+        let fleet = limited.fleet().expect("[fleet]").clone().build().expect("valid");
+        assert!(fleet.shared_retry_budget());
+        assert_eq!((fleet.region_limit(&region), fleet.limit_window()), (Some(600), Duration::from_secs(2)));
+        check_err(
+            &format!("{GOOD}\n[fleet]\nredis_url = \"redis://h\"\n[fleet.region_limits]\nnowhere = 5\n"),
+            "no region `nowhere`",
+        );
+        check_err(&format!("{GOOD}\n[fleet]\nredis_url = \"redis://h\"\nlimit_batch = 0\n"), "limit_batch");
         // A named credential variable that is unset is checked at start, not here.
         let text =
             format!("{GOOD}\n[fleet]\nredis_url = \"redis://h\"\npassword_env = \"SLUICE_CLI_TEST_SURELY_UNSET\"\n");

@@ -55,7 +55,7 @@ pub(crate) async fn run(config: &Config, command: ServeCommand) -> Result<ExitCo
         Some(builder) => {
             let fleet_config =
                 builder.clone().build().map_err(|e| CliError::Usage(format!("[fleet]: {}", chain(&e))))?;
-            let fleet = sluice_fleet::Fleet::start(&fleet_config, &client.health())
+            let fleet = sluice_fleet::Fleet::start_with_budget(&fleet_config, &client.health(), client.retry_budget())
                 .map_err(|e| CliError::Failed(format!("cannot start fleet mode: {}", chain(&e))))?;
             tracing::info!(server = %fleet_config.server(), replica = fleet.replica_id(),
                 "fleet mode: sharing health with the other replicas through redis");

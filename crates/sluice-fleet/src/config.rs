@@ -22,8 +22,11 @@ pub const DEFAULT_PASSWORD_ENV: &str = "SLUICE_REDIS_PASSWORD";
 pub const DEFAULT_USERNAME_ENV: &str = "SLUICE_REDIS_USERNAME";
 /// Verdicts queued for sending at most; beyond, new ones are dropped and counted.
 pub const QUEUE_CAPACITY: usize = 1024;
+/// Default window of the per-region request limits ([`FleetBuilder::region_limit`]).
+pub const DEFAULT_LIMIT_WINDOW: Duration = Duration::from_secs(60);
 
 const MIN_LEASE: Duration = Duration::from_millis(30);
+const MIN_LIMIT_WINDOW: Duration = Duration::from_millis(100);
 
 /// Builds a [`FleetConfig`].
 ///
@@ -42,6 +45,10 @@ pub struct FleetBuilder {
     reconnect_max: Duration,
     password_env: Option<String>,
     username_env: Option<String>,
+    shared_retry_budget: bool,
+    region_limits: Vec<(String, u32)>,
+    limit_window: Duration,
+    limit_batch: Option<u32>,
 }
 
 /// Validated fleet settings; start fleet mode with [`Fleet::start`](crate::Fleet::start).
@@ -56,6 +63,18 @@ pub struct FleetConfig {
     pub(crate) op_timeout: Duration,
     pub(crate) reconnect_min: Duration,
     pub(crate) reconnect_max: Duration,
+    pub(crate) shared_retry_budget: bool,
+    /// Per region: the fleet-wide request limit per window, and the batch a replica claims.
+    pub(crate) region_limits: Vec<RegionLimit>,
+    pub(crate) limit_window: Duration,
+}
+
+/// A fleet-wide request limit on one region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RegionLimit {
+    pub(crate) region: String,
+    pub(crate) per_window: u32,
+    pub(crate) batch: u32,
 }
 
 // ===== impl FleetBuilder =====
@@ -76,7 +95,48 @@ impl FleetBuilder {
             reconnect_max: DEFAULT_RECONNECT_MAX,
             password_env: None,
             username_env: None,
+            shared_retry_budget: false,
+            region_limits: Vec::new(),
+            limit_window: DEFAULT_LIMIT_WINDOW,
+            limit_batch: None,
         }
+    }
+
+    /// Makes the client's retry budget fleet-wide (off by default): retries across the fleet
+    /// stay within `ratio × fleet calls + floor` over the budget's window, instead of each
+    /// replica allowing that on its own. Start the fleet with
+    /// [`Fleet::start_with_budget`](crate::Fleet::start_with_budget). While Redis is
+    /// unreachable each replica's local budget applies.
+    pub fn shared_retry_budget(mut self, on: bool) -> Self {
+        self.shared_retry_budget = on;
+        self
+    }
+
+    /// Limits `region` to `requests_per_minute` calls from the whole fleet (per
+    /// [`limit_window`](Self::limit_window), a minute by default). When the fleet's window is
+    /// spent the region is held in cooldown for the rest of it, as after a 429, so calls spill
+    /// to the next region; no call fails because of the limit. Calling it again for the same
+    /// region replaces the limit. Not enforced fleet-wide while Redis is unreachable.
+    pub fn region_limit(mut self, region: impl Into<String>, requests_per_minute: u32) -> Self {
+        let region = region.into();
+        self.region_limits.retain(|(r, _)| *r != region);
+        self.region_limits.push((region, requests_per_minute));
+        self
+    }
+
+    /// The window of the per-region limits ([`DEFAULT_LIMIT_WINDOW`]; at least 100 ms). The
+    /// limit given to [`region_limit`](Self::region_limit) applies per window.
+    pub fn limit_window(mut self, window: Duration) -> Self {
+        self.limit_window = window;
+        self
+    }
+
+    /// Tokens a replica claims from a region's fleet-wide limit at a time (default: a
+    /// twentieth of the limit, at least 1). Larger batches mean fewer Redis round trips and a
+    /// larger overshoot bound (one batch per replica per window).
+    pub fn limit_batch(mut self, batch: u32) -> Self {
+        self.limit_batch = Some(batch);
+        self
     }
 
     /// Prefix of every key and of the channel; replicas that share state use the same one.
@@ -173,6 +233,26 @@ impl FleetBuilder {
                 reason: "min must not be zero and max must be at least min",
             });
         }
+        if self.limit_window < MIN_LIMIT_WINDOW {
+            return Err(FleetError::InvalidSetting { name: "limit_window", reason: "must be at least 100 ms" });
+        }
+        if self.limit_batch == Some(0) {
+            return Err(FleetError::InvalidSetting { name: "limit_batch", reason: "must be at least 1" });
+        }
+        let mut region_limits = Vec::with_capacity(self.region_limits.len());
+        for (region, per_window) in self.region_limits {
+            if region.is_empty() || region.contains(char::is_whitespace) {
+                return Err(FleetError::InvalidSetting { name: "region_limit", reason: "needs a region id" });
+            }
+            if per_window == 0 {
+                return Err(FleetError::InvalidSetting {
+                    name: "region_limit",
+                    reason: "must allow at least 1 request per window (drain a region to close it)",
+                });
+            }
+            let batch = self.limit_batch.unwrap_or((per_window / 20).max(1)).min(per_window);
+            region_limits.push(RegionLimit { region, per_window, batch });
+        }
         Ok(FleetConfig {
             connection,
             namespace: self.namespace,
@@ -181,6 +261,9 @@ impl FleetBuilder {
             op_timeout: self.op_timeout,
             reconnect_min: self.reconnect_min,
             reconnect_max: self.reconnect_max,
+            shared_retry_budget: self.shared_retry_budget,
+            region_limits,
+            limit_window: self.limit_window,
         })
     }
 }
@@ -223,6 +306,21 @@ impl FleetConfig {
         self.lease
     }
 
+    /// Whether the retry budget is shared by the fleet ([`FleetBuilder::shared_retry_budget`]).
+    pub fn shared_retry_budget(&self) -> bool {
+        self.shared_retry_budget
+    }
+
+    /// The fleet-wide request limit of `region` per [`limit_window`](Self::limit_window), if any.
+    pub fn region_limit(&self, region: &str) -> Option<u32> {
+        self.region_limits.iter().find(|l| l.region == region).map(|l| l.per_window)
+    }
+
+    /// The window of the per-region request limits.
+    pub fn limit_window(&self) -> Duration {
+        self.limit_window
+    }
+
     /// `host:port` of the Redis server (with `rediss` marked), for logs; never credentials.
     pub fn server(&self) -> String {
         match self.connection.addr() {
@@ -247,6 +345,8 @@ impl fmt::Debug for FleetConfig {
             .field("replica_id", &self.replica_id)
             .field("lease", &self.lease)
             .field("op_timeout", &self.op_timeout)
+            .field("shared_retry_budget", &self.shared_retry_budget)
+            .field("region_limits", &self.region_limits)
             .finish_non_exhaustive()
     }
 }
@@ -275,6 +375,35 @@ mod tests {
         ));
         let random = FleetBuilder::new("redis://h").build().expect("valid");
         assert!(valid_replica(random.replica_id()));
+    }
+
+    #[test]
+    fn limits_are_validated() {
+        let config = FleetBuilder::new("redis://h")
+            .shared_retry_budget(true)
+            .region_limit("a", 100)
+            .region_limit("b", 10)
+            .region_limit("a", 600)
+            .build()
+            .expect("valid");
+        assert!(config.shared_retry_budget());
+        assert_eq!(
+            (config.region_limit("a"), config.region_limit("b"), config.region_limit("c")),
+            (Some(600), Some(10), None)
+        );
+        let batches: Vec<u32> = config.region_limits.iter().map(|l| l.batch).collect();
+        assert_eq!(batches, [1, 30], "a twentieth of the limit, at least 1");
+        let capped = FleetBuilder::new("redis://h").region_limit("a", 5).limit_batch(50).build().expect("valid");
+        assert_eq!(capped.region_limits[0].batch, 5, "never more than the limit");
+        for bad in [
+            FleetBuilder::new("redis://h").region_limit("a", 0),
+            FleetBuilder::new("redis://h").region_limit("", 5),
+            FleetBuilder::new("redis://h").limit_batch(0),
+            FleetBuilder::new("redis://h").limit_window(Duration::from_millis(10)),
+        ] {
+            assert!(matches!(bad.build(), Err(FleetError::InvalidSetting { .. })));
+        }
+        assert!(!FleetBuilder::new("redis://h").build().expect("valid").shared_retry_budget(), "off by default");
     }
 
     #[test]

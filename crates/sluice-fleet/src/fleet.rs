@@ -11,7 +11,7 @@ use std::{
 
 use futures_util::StreamExt;
 use redis::{Value, aio::MultiplexedConnection};
-use sluice_health::{HealthHook, HealthMonitor, SharedVerdict};
+use sluice_health::{HealthHook, HealthMonitor, RetryBudget, SharedVerdict};
 use sluice_region_model::{AdminState, HealthState, NodeId};
 use tokio::{
     sync::{mpsc, watch},
@@ -21,6 +21,7 @@ use tokio::{
 
 use crate::{
     FleetConfig, FleetError, QUEUE_CAPACITY,
+    limits::{BudgetRound, LimitState},
     message::{self, Body},
 };
 
@@ -70,6 +71,13 @@ pub struct FleetStats {
     pub resyncs: u64,
     /// Times Redis was found unreachable or too slow after being up.
     pub outages: u64,
+    /// Retries the fleet-wide retry budget granted this replica (0 unless it is shared).
+    pub budget_granted: u64,
+    /// Request-limit tokens this replica claimed from the fleet's per-region windows.
+    pub limit_claimed: u64,
+    /// Times a region's fleet-wide request window was found spent (each holds the region in
+    /// cooldown for the rest of its window).
+    pub limit_exhausted: u64,
 }
 
 /// Something to send on the command link.
@@ -100,6 +108,11 @@ struct Shared {
     ever_up: AtomicBool,
     /// Why Redis last failed (its error, which never holds the password), for the outage log.
     last_error: parking_lot::Mutex<String>,
+    /// The client's retry budget, when the fleet shares it.
+    budget: Option<Arc<RetryBudget>>,
+    /// Key prefixes of the shared budget and the request limits.
+    budget_prefix: String,
+    limit_prefix: String,
 }
 
 /// The state the hook reads; every field is an atomic.
@@ -118,6 +131,9 @@ struct Link {
     background_ops: AtomicU64,
     resyncs: AtomicU64,
     outages: AtomicU64,
+    budget_granted: AtomicU64,
+    limit_claimed: AtomicU64,
+    limit_exhausted: AtomicU64,
 }
 
 struct RegionKeys {
@@ -157,6 +173,19 @@ const PRESENCE: &str = "local t = redis.call('TIME') \
 const EXTEND: &str = "if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then \
     redis.call('SET', KEYS[1], '1', 'PX', ARGV[1]) end return 1";
 
+/// One round of the shared retry budget, in one round trip, with Redis's clock.
+/// Returns unspent retries to the bucket they were claimed from (if it is still kept), adds
+/// this replica's calls to the current bucket, sums calls and claims over the window's buckets,
+/// and claims a fair share (available / replicas, rounded up) of what is left of
+/// `floor + ratio × calls − claims`. Returns {granted, bucket, fleet calls, fleet claims}.
+/// KEYS: prefix. ARGV: bucket ms, buckets, calls, ratio (thousandths), floor, replicas,
+/// bucket of the returned retries, retries returned.
+const BUDGET: &str = "local t = redis.call('TIME')     local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)     local width = tonumber(ARGV[1]) local slots = tonumber(ARGV[2])     local b = math.floor(now / width) local keep = width * (slots + 1) local p = KEYS[1]     if tonumber(ARGV[8]) > 0 then local old = p .. ':claims:' .. ARGV[7]       if redis.call('EXISTS', old) == 1 then redis.call('DECRBY', old, ARGV[8]) end end     if tonumber(ARGV[3]) > 0 then redis.call('INCRBY', p .. ':calls:' .. b, ARGV[3])       redis.call('PEXPIRE', p .. ':calls:' .. b, keep) end     local calls = 0 local claims = 0     for i = 0, slots - 1 do       calls = calls + tonumber(redis.call('GET', p .. ':calls:' .. (b - i)) or '0')       claims = claims + tonumber(redis.call('GET', p .. ':claims:' .. (b - i)) or '0') end     local avail = math.floor((tonumber(ARGV[5]) * 1000 + tonumber(ARGV[4]) * calls) / 1000) - claims     local grant = 0 if avail > 0 then grant = math.ceil(avail / tonumber(ARGV[6])) end     if grant > 0 then redis.call('INCRBY', p .. ':claims:' .. b, grant)       redis.call('PEXPIRE', p .. ':claims:' .. b, keep) end     return {grant, b, calls, claims + grant}";
+/// Claims request tokens from a region's fleet-wide window, with Redis's clock.
+/// Returns {granted, window index, ms left in the window}; granted < asked means the window
+/// is spent. KEYS: prefix. ARGV: window ms, tokens asked, limit.
+const CLAIM: &str = "local t = redis.call('TIME')     local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)     local width = tonumber(ARGV[1]) local w = math.floor(now / width) local key = KEYS[1] .. ':' .. w     local want = tonumber(ARGV[2]) local limit = tonumber(ARGV[3])     local used = redis.call('INCRBY', key, want) redis.call('PEXPIRE', key, width * 2)     local grant = want if used > limit then grant = math.max(0, want - (used - limit)) end     return {grant, w, width - (now % width)}";
+
 /// A Redis round trip failed or timed out: the link is down.
 struct LinkDown;
 
@@ -174,6 +203,40 @@ impl Fleet {
     /// # Panics
     /// If called outside a tokio runtime.
     pub fn start(config: &FleetConfig, monitor: &HealthMonitor) -> Result<Self, FleetError> {
+        if config.shared_retry_budget {
+            return Err(FleetError::InvalidSetting {
+                name: "shared_retry_budget",
+                reason: "needs the client's retry budget: start with Fleet::start_with_budget",
+            });
+        }
+        Self::start_inner(config, monitor, None)
+    }
+
+    /// As [`start`](Self::start), and shares `budget` (the client's, from
+    /// `Client::retry_budget`) with the fleet if the config asks for it
+    /// ([`FleetBuilder::shared_retry_budget`](crate::FleetBuilder::shared_retry_budget)).
+    ///
+    /// Every lease round (a third of the lease) the replica adds its calls since the last
+    /// round to Redis counters of the budget's window, returns the retries it did not spend,
+    /// and claims a fair share of what the fleet has left; retries are then taken from that
+    /// grant with atomics only. While Redis is unreachable the local budget applies.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn start_with_budget(
+        config: &FleetConfig,
+        monitor: &HealthMonitor,
+        budget: Arc<RetryBudget>,
+    ) -> Result<Self, FleetError> {
+        let budget = config.shared_retry_budget.then_some(budget);
+        Self::start_inner(config, monitor, budget)
+    }
+
+    fn start_inner(
+        config: &FleetConfig,
+        monitor: &HealthMonitor,
+        budget: Option<Arc<RetryBudget>>,
+    ) -> Result<Self, FleetError> {
         let client =
             redis::Client::open(config.connection.clone()).map_err(|e| FleetError::InvalidUrl { source: e.into() })?;
         let snapshot = monitor.snapshot();
@@ -214,6 +277,9 @@ impl Fleet {
             down_logged: AtomicBool::new(false),
             ever_up: AtomicBool::new(false),
             last_error: parking_lot::Mutex::new("no answer yet".to_owned()),
+            budget,
+            budget_prefix: format!("{ns}:budget"),
+            limit_prefix: format!("{ns}:limit"),
         });
         let mut tasks = JoinSet::new();
         tasks.spawn(Arc::clone(&shared).command_loop(rx));
@@ -262,6 +328,9 @@ impl Fleet {
             background_ops: get(&l.background_ops),
             resyncs: get(&l.resyncs),
             outages: get(&l.outages),
+            budget_granted: get(&l.budget_granted),
+            limit_claimed: get(&l.limit_claimed),
+            limit_exhausted: get(&l.limit_exhausted),
         }
     }
 
@@ -303,6 +372,9 @@ impl Fleet {
         for held in &shared.link.held {
             held.store(false, Ordering::Relaxed);
         }
+        if let Some(budget) = &shared.budget {
+            budget.end_shared();
+        }
     }
 }
 
@@ -313,6 +385,9 @@ impl Drop for Fleet {
         self.shared.link.set_down();
         for held in &self.shared.link.held {
             held.store(false, Ordering::Relaxed);
+        }
+        if let Some(budget) = &self.shared.budget {
+            budget.end_shared();
         }
     }
 }
@@ -433,6 +508,12 @@ impl Shared {
                 held.store(false, Ordering::Relaxed);
             }
         }
+        if !up {
+            // Back to the local retry budget until the fleet grants again.
+            if let Some(budget) = &self.budget {
+                budget.end_shared();
+            }
+        }
         let now = link.is_up();
         if now && !was {
             if self.ever_up.swap(true, Ordering::Relaxed) {
@@ -470,10 +551,12 @@ impl Shared {
         let mut delay = self.config.reconnect_min;
         // Drains asked for while Redis was down, sent on reconnect.
         let mut pending_admin: Vec<Option<AdminState>> = vec![None; self.keys.len()];
+        let mut limits = self.limit_states();
+        let mut budget = BudgetRound::default();
         loop {
             if let Some(mut conn) = self.connect().await {
                 delay = self.config.reconnect_min;
-                let _ = self.command_session(&mut conn, &mut rx, &mut pending_admin).await;
+                let _ = self.command_session(&mut conn, &mut rx, &mut pending_admin, &mut limits, &mut budget).await;
             }
             self.set_link(true, false);
             // Verdicts that arrive meanwhile are not queued: those still running are
@@ -498,16 +581,28 @@ impl Shared {
         conn: &mut MultiplexedConnection,
         rx: &mut mpsc::Receiver<Outgoing>,
         pending_admin: &mut [Option<AdminState>],
+        limits: &mut [LimitState],
+        budget: &mut BudgetRound,
     ) -> Result<(), LinkDown> {
         self.lease_round(conn).await?;
+        self.budget_round(conn, budget).await?;
         self.republish(conn, pending_admin).await?;
         self.set_link(true, true);
         let mut next_round = TokioInstant::now() + self.lease_period();
+        let tick = crate::limits::tick(self.config.limit_window);
+        // Far away when no region is limited (the branch then never fires).
+        let idle = Duration::from_secs(3600);
+        let mut next_tick = TokioInstant::now() + if limits.is_empty() { idle } else { Duration::ZERO };
         loop {
             tokio::select! {
                 () = sleep_until(next_round) => {
                     next_round = TokioInstant::now() + self.lease_period();
                     self.lease_round(conn).await?;
+                    self.budget_round(conn, budget).await?;
+                }
+                () = sleep_until(next_tick) => {
+                    next_tick = TokioInstant::now() + if limits.is_empty() { idle } else { tick };
+                    self.limit_round(conn, limits).await?;
                 }
                 msg = rx.recv() => match msg {
                     Some(msg) => self.send(conn, msg).await?,
@@ -584,6 +679,91 @@ impl Shared {
             };
             if self.link.held[i].swap(held, Ordering::Relaxed) != held {
                 tracing::debug!(region = %self.keys[i].region, held, fair, "fleet: probe lease changed hands");
+            }
+        }
+        Ok(())
+    }
+
+    /// One round of the shared retry budget (see [`BUDGET`]); nothing unless it is shared.
+    async fn budget_round(&self, conn: &mut MultiplexedConnection, round: &mut BudgetRound) -> Result<(), LinkDown> {
+        let Some(budget) = &self.budget else { return Ok(()) };
+        // After an outage, share again only once both links are back (the local budget
+        // applies meanwhile); at the first connection the links come up after this round.
+        if self.ever_up.load(Ordering::Relaxed) && !self.link.subscription_up.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let calls = budget.calls();
+        let ask = round.ask(budget, calls);
+        let mut pipe = redis::pipe();
+        pipe.cmd("EVAL").arg(BUDGET).arg(1).arg(&self.budget_prefix);
+        pipe.arg(ask.bucket_ms).arg(crate::limits::BUDGET_BUCKETS).arg(ask.calls).arg(budget.ratio_milli());
+        pipe.arg(budget.reserve()).arg(self.fleet_size.load(Ordering::Relaxed).max(1));
+        pipe.arg(round.bucket).arg(ask.returned);
+        let (reply,): (Vec<i64>,) = self.query(conn, &pipe, false).await?;
+        let [granted, bucket, fleet_calls, fleet_claims] = reply[..] else { return Err(LinkDown) };
+        round.answered(calls, bucket, granted);
+        // The grant outlives a few missed rounds at most; a stalled link falls back to local.
+        let valid = self.lease_period() * 3 + self.config.op_timeout * 2;
+        budget.grant_shared(granted - ask.returned, Self::now() + valid);
+        self.link.budget_granted.fetch_add(granted.max(0) as u64, Ordering::Relaxed);
+        tracing::trace!(granted, returned = ask.returned, fleet_calls, fleet_claims, "fleet: retry budget round");
+        Ok(())
+    }
+
+    /// The limited regions this replica knows (a limit on an unknown region is logged once).
+    fn limit_states(&self) -> Vec<LimitState> {
+        let snapshot = self.monitor.snapshot();
+        self.config
+            .region_limits
+            .iter()
+            .filter_map(|limit| {
+                let node = snapshot.find(&limit.region);
+                if node.is_none() {
+                    tracing::warn!(region = %limit.region, "fleet: request limit on an unknown region, ignored");
+                }
+                let node = node?;
+                let started = snapshot.node(node).metrics().requests_started();
+                Some(LimitState::new(node, limit.per_window, limit.batch, started))
+            })
+            .collect()
+    }
+
+    /// Spends the limited regions' local tokens by the calls started since the last tick, and
+    /// claims the next batch for each running low, in one round trip. A region whose fleet
+    /// window is spent is held in cooldown for the rest of the window.
+    async fn limit_round(&self, conn: &mut MultiplexedConnection, limits: &mut [LimitState]) -> Result<(), LinkDown> {
+        let snapshot = self.monitor.snapshot();
+        let now = Self::now();
+        let window_ms = message::millis(self.config.limit_window).max(1);
+        let mut pipe = redis::pipe();
+        let mut asked = Vec::new();
+        for (i, state) in limits.iter_mut().enumerate() {
+            let started = snapshot.node(state.node).metrics().requests_started();
+            if let Some(want) = state.spend(started, now) {
+                pipe.cmd("EVAL").arg(CLAIM).arg(1).arg(format!(
+                    "{}:{}",
+                    self.limit_prefix,
+                    self.keys[state.node.index()].region
+                ));
+                pipe.arg(window_ms).arg(want).arg(state.per_window);
+                asked.push((i, want));
+            }
+        }
+        if asked.is_empty() {
+            return Ok(());
+        }
+        let replies: Vec<Vec<i64>> = self.query(conn, &pipe, false).await?;
+        let now = Self::now();
+        for ((i, want), reply) in asked.into_iter().zip(replies) {
+            let [granted, window, left_ms] = reply[..] else { return Err(LinkDown) };
+            let state = &mut limits[i];
+            self.link.limit_claimed.fetch_add(granted.max(0) as u64, Ordering::Relaxed);
+            let left = Duration::from_millis(left_ms.max(1) as u64);
+            if state.claimed(want, granted, window, left, now) {
+                self.link.limit_exhausted.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(region = %self.keys[state.node.index()].region, ?left,
+                    "fleet: the region's request limit is spent fleet-wide; cooling it down for the rest of the window");
+                self.monitor.apply_shared(state.node, SharedVerdict::Cooldown { remaining: left }, now);
             }
         }
         Ok(())

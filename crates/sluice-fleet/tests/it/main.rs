@@ -16,3 +16,5 @@ mod outage;
 mod verdicts;
 // Three replicas against rate-limited regions: fewer 429s with fleet mode than without.
 mod chaos;
+// Fleet-wide limits: a shared retry budget and per-region request limits; Redis down: off.
+mod limits;

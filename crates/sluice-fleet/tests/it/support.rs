@@ -6,7 +6,7 @@ use std::{
     net::SocketAddr,
     process::Stdio,
     sync::Arc,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use axum::{
@@ -17,7 +17,7 @@ use axum::{
     routing::{get, post},
 };
 use parking_lot::Mutex;
-use sluice_client::{CallOptions, ChatCompletionRequest, ChatMessage, Client};
+use sluice_client::{CallOptions, ChatCompletionRequest, ChatMessage, Client, ClientBuilder};
 use sluice_fleet::{Fleet, FleetBuilder};
 use sluice_region_model::{GeoPoint, Region};
 use tokio::{
@@ -126,6 +126,8 @@ pub(crate) enum Mode {
     /// it get 429 with `Retry-After`, as a provider that means its Retry-After does. Every
     /// answer takes `latency`.
     RateLimit { per_window: usize, window: Duration, retry_after_s: u64, latency: Duration },
+    /// Every call gets this status (e.g. 500), with an OpenAI-style error body.
+    Status(u16),
 }
 
 #[derive(Default)]
@@ -135,6 +137,8 @@ struct UpstreamState {
     calls: HashMap<(String, String), usize>,
     /// region -> 429s sent.
     throttled: HashMap<String, usize>,
+    /// region -> when each chat call arrived (wall clock, as Redis's `TIME` on this host).
+    arrivals: HashMap<String, Vec<SystemTime>>,
     /// region -> (window start, calls in it, blocked until), for `Mode::RateLimit`.
     windows: HashMap<String, (Instant, usize, Instant)>,
 }
@@ -171,6 +175,16 @@ impl Upstream {
         self.state.lock().calls.get(&(region.to_owned(), replica.to_owned())).copied().unwrap_or(0)
     }
 
+    /// When each chat call to `region` arrived, from any replica (wall clock).
+    pub(crate) fn arrivals(&self, region: &str) -> Vec<SystemTime> {
+        self.state.lock().arrivals.get(region).cloned().unwrap_or_default()
+    }
+
+    /// Chat calls `region` received from every replica.
+    pub(crate) fn region_calls(&self, region: &str) -> usize {
+        self.state.lock().calls.iter().filter(|((g, _), _)| g == region).map(|(_, n)| n).sum()
+    }
+
     /// 429s `region` sent.
     pub(crate) fn throttled(&self, region: &str) -> usize {
         self.state.lock().throttled.get(region).copied().unwrap_or(0)
@@ -198,7 +212,17 @@ async fn chat(
     let (throttle, latency) = {
         let mut s = state.lock();
         *s.calls.entry((region.clone(), replica.clone())).or_default() += 1;
+        s.arrivals.entry(region.clone()).or_default().push(SystemTime::now());
         let (throttle, latency) = match s.modes.get(&region).cloned().unwrap_or(Mode::Ok) {
+            Mode::Status(code) => {
+                let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                return (
+                    status,
+                    [("content-type", "application/json")],
+                    r#"{"error":{"message":"upstream failed","type":"server_error","code":null}}"#,
+                )
+                    .into_response();
+            }
             Mode::Ok => (None, Duration::ZERO),
             Mode::Throttle { retry_after_s, only } => {
                 ((only.is_empty() || only.contains(&replica)).then_some(retry_after_s), Duration::ZERO)
@@ -268,20 +292,31 @@ pub(crate) struct Replica {
 
 impl Replica {
     pub(crate) fn new(name: &str, upstream: &Upstream, regions: &[&str], redis: Option<&RedisServer>) -> Self {
-        let client = Client::builder()
-            .regions(upstream.regions(name, regions))
-            .active_probing(false)
-            .seed(7)
+        Self::custom(name, upstream, regions, redis, |c| c, |f| f)
+    }
+
+    /// As [`new`](Self::new), with the client and fleet settings adjusted by `client` and `fleet`.
+    pub(crate) fn custom(
+        name: &str,
+        upstream: &Upstream,
+        regions: &[&str],
+        redis: Option<&RedisServer>,
+        client: impl FnOnce(ClientBuilder) -> ClientBuilder,
+        fleet: impl FnOnce(FleetBuilder) -> FleetBuilder,
+    ) -> Self {
+        let client = client(Client::builder().regions(upstream.regions(name, regions)).active_probing(false).seed(7))
             .build()
             .expect("valid client");
         let fleet = redis.map(|redis| {
-            let config = FleetBuilder::new(redis.url())
-                .replica_id(name)
-                .lease(Duration::from_millis(600))
-                .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(400))
-                .build()
-                .expect("valid fleet config");
-            Fleet::start(&config, &client.health()).expect("fleet starts")
+            let config = fleet(
+                FleetBuilder::new(redis.url())
+                    .replica_id(name)
+                    .lease(Duration::from_millis(600))
+                    .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(400)),
+            )
+            .build()
+            .expect("valid fleet config");
+            Fleet::start_with_budget(&config, &client.health(), client.retry_budget()).expect("fleet starts")
         });
         Self { name: name.to_owned(), client, fleet }
     }
