@@ -179,12 +179,7 @@ fn checks(scenario: &str, d: &RunReport, o: &RunReport, w: &RunReport) -> Vec<(&
                 (
                     "Seoul share ≥ 0.85× the oracle's",
                     (
-                        format!(
-                            "{} ({} vs {})",
-                            x(rel),
-                            pct(share(d, "seoul", 0, all)),
-                            pct(share(o, "seoul", 0, all))
-                        ),
+                        format!("{rel:.3}× ({} vs {})", pct(share(d, "seoul", 0, all)), pct(share(o, "seoul", 0, all))),
                         rel >= 0.85,
                     ),
                 ),
