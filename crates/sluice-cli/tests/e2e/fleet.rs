@@ -101,7 +101,7 @@ async fn redis_auth_comes_from_an_environment_variable() {
     let redis = Redis::start_with(&["--requirepass", PASSWORD]).await;
     let regions = mocks(&[("ap-northeast-2", "Seoul")]).await;
     let fleet = format!(
-        "{FAST_PROBES}[fleet]\nredis_url = \"redis://127.0.0.1:{}/0\"\npassword_env = \"SLUICE_E2E_REDIS_PASSWORD\"\nlease = \"600ms\"\n",
+        "{FAST_PROBES}[fleet]\nredis_url = \"redis://127.0.0.1:{}/0\"\npassword_env = \"SLUICE_E2E_REDIS_PASSWORD\"\nlease = \"600ms\"\nop_timeout = \"5s\"\n",
         redis.1
     );
     let config = write_config(&temp_dir("fleet-auth"), &[&regions[0]], &fleet);

@@ -121,7 +121,9 @@ async fn headers_errors_and_passthrough() {
     // An upstream client error comes back unchanged, with its status, and is not retried
     // elsewhere: another region would refuse it the same way.
     let hits: u64 = regions.iter().map(|m| m.chat_hits()).sum();
-    let r = http.post(&url).json(&json!({"model": "m", "messages": "not a list"})).send().await.unwrap();
+    // (A model the regions list: an unlisted one would be refused by Sluice itself with a 404
+    // once the first probe round has read the lists.)
+    let r = http.post(&url).json(&json!({"model": "gpt-4o-mini", "messages": "not a list"})).send().await.unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(r.headers()["x-sluice-attempts"], "1");
     let body: Value = r.json().await.unwrap();
