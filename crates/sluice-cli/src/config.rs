@@ -775,15 +775,23 @@ impl Config {
         if let Some(c) = self.caller {
             b = b.default_caller(c);
         }
-        for spec in &self.regions {
-            if let Some(p) = &spec.provider {
-                b = b.provider(spec.region.id(), p.clone());
-            }
-            if let Some(m) = &spec.models {
-                b = b.region_models(spec.region.id(), m.clone());
-            }
+        for (id, p) in self.providers() {
+            b = b.provider(id, p);
+        }
+        for (id, m) in self.region_models() {
+            b = b.region_models(id, m);
         }
         Ok(b.model_routing(self.model_routing.clone()))
+    }
+
+    /// Each region's provider, where the file sets one.
+    pub fn providers(&self) -> Vec<(String, Provider)> {
+        self.regions.iter().filter_map(|spec| Some((spec.region.id().to_owned(), spec.provider.clone()?))).collect()
+    }
+
+    /// Each region's configured models, where the file sets them.
+    pub fn region_models(&self) -> Vec<(String, Vec<String>)> {
+        self.regions.iter().filter_map(|spec| Some((spec.region.id().to_owned(), spec.models.clone()?))).collect()
     }
 
     /// A one-paragraph description for `check-config`.

@@ -99,7 +99,9 @@ pub(crate) fn reloader(path: PathBuf) -> Reloader {
 fn reload(path: &Path, client: &Client) -> Result<String, String> {
     let config = Config::load(path).map_err(|e| error::chain(&e))?;
     let (regions, _) = config.resolve_keys().map_err(|e| error::chain(&e))?;
-    let changes = client.update_regions(regions).map_err(|e| format!("{}: {}", path.display(), error::chain(&e)))?;
+    let changes = client
+        .update_regions_with(regions, config.providers(), config.region_models())
+        .map_err(|e| format!("{}: {}", path.display(), error::chain(&e)))?;
     Ok(format!(
         "{} region(s); added [{}], removed [{}]",
         changes.kept.len() + changes.added.len(),

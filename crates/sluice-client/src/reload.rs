@@ -24,6 +24,9 @@ pub struct RegionChanges {
     pub kept: Vec<String>,
 }
 
+/// Providers and configured models, by region id.
+type RegionSettings = (Vec<(String, Provider)>, Vec<(String, Vec<String>)>);
+
 /// The client's cell: the current membership, and what a region update needs to build the
 /// next one.
 pub(crate) struct Shared {
@@ -86,12 +89,50 @@ impl Client {
     /// [`BuildError::Regions`] for an invalid list (empty, duplicate ids, bad endpoints...),
     /// [`BuildError::Routing`] for providers or models that do not fit the new regions,
     /// [`BuildError::NoRuntime`] outside a Tokio runtime.
+    ///
+    /// Providers and configured models stay those given to the builder (or to the last
+    /// [`update_regions_with`](Self::update_regions_with)) for the regions that remain; a new
+    /// region gets the OpenAI provider and the models it lists.
     pub fn update_regions(&self, regions: impl IntoIterator<Item = Region>) -> Result<RegionChanges, BuildError> {
+        self.update(regions, None)
+    }
+
+    /// As [`update_regions`](Self::update_regions), and replaces every region's provider and
+    /// configured models (as [`ClientBuilder::provider`](crate::ClientBuilder::provider) and
+    /// [`ClientBuilder::region_models`](crate::ClientBuilder::region_models) set them): what a
+    /// configuration reload needs, so that an added Azure region speaks Azure.
+    ///
+    /// # Errors
+    /// As for [`update_regions`](Self::update_regions); also a provider or models for an id
+    /// that is not in `regions`.
+    pub fn update_regions_with(
+        &self,
+        regions: impl IntoIterator<Item = Region>,
+        providers: impl IntoIterator<Item = (String, Provider)>,
+        models: impl IntoIterator<Item = (String, Vec<String>)>,
+    ) -> Result<RegionChanges, BuildError> {
+        self.update(regions, Some((providers.into_iter().collect(), models.into_iter().collect())))
+    }
+
+    /// The one swap: the regions, and the providers and models when given.
+    fn update(
+        &self,
+        regions: impl IntoIterator<Item = Region>,
+        settings: Option<RegionSettings>,
+    ) -> Result<RegionChanges, BuildError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         // One update at a time; calls never take this lock.
-        let rebuild = self.shared.rebuild.lock();
+        let mut rebuild = self.shared.rebuild.lock();
         let old = self.shared.current();
         let snapshot = Arc::new(Snapshot::builder().reuse_metrics(Arc::clone(&old.snapshot)).build(regions)?);
+        // Without new settings, those of the regions that remain.
+        let (providers, region_models) = settings.unwrap_or_else(|| {
+            let kept = |id: &String| snapshot.find(id).is_some();
+            (
+                rebuild.providers.iter().filter(|(id, _)| kept(id)).cloned().collect(),
+                rebuild.region_models.iter().filter(|(id, _)| kept(id)).cloned().collect(),
+            )
+        });
         let regions = region_ids(&snapshot);
         let mut changes = RegionChanges::default();
         for id in &regions {
@@ -100,14 +141,9 @@ impl Client {
         }
         changes.removed =
             old.regions.iter().filter(|id| snapshot.find(id).is_none()).map(|id| id.to_string()).collect();
-        let routes = Routes::new(
-            &snapshot,
-            &rebuild.providers,
-            &rebuild.region_models,
-            rebuild.api_key.as_ref(),
-            rebuild.model_routing.clone(),
-        )
-        .map_err(|(region, message)| BuildError::Routing { region, message })?;
+        let routes =
+            Routes::new(&snapshot, &providers, &region_models, rebuild.api_key.as_ref(), rebuild.model_routing.clone())
+                .map_err(|(region, message)| BuildError::Routing { region, message })?;
         let routes = Arc::new(routes);
         let probe = match &rebuild.probing {
             Some((Some(probe), config)) => Some((Arc::clone(probe), config)),
@@ -143,6 +179,8 @@ impl Client {
             models: Arc::clone(&old.models),
         };
         self.shared.current.store(Arc::new(next));
+        rebuild.providers = providers;
+        rebuild.region_models = region_models;
         // The old membership is probed no more; calls still on it finish on shared metrics.
         drop(old.prober.lock().take());
         drop(rebuild);

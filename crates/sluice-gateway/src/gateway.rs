@@ -71,8 +71,6 @@ pub struct Gateway {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) client: Client,
-    /// Known region ids, comma-separated, for error messages.
-    pub(crate) known: String,
     pub(crate) draining: AtomicBool,
     pub(crate) required_key: Option<String>,
     pub(crate) metrics: GatewayMetrics,
@@ -184,15 +182,12 @@ impl GatewayBuilder {
         let metrics = GatewayMetrics::new(&self.client);
         metrics.models().add(self.models.iter().map(String::as_str));
         metrics.models().add(self.prices.models());
-        let snapshot = self.client.snapshot();
-        let known = snapshot.nodes().iter().map(|n| n.region().id()).collect::<Vec<_>>().join(", ");
         let (ttl, keys, bytes) = self.idempotency;
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos() ^ (d.as_secs() as u32));
         let shared = Arc::new(Shared {
             client: self.client,
-            known,
             draining: AtomicBool::new(false),
             required_key: self.required_key,
             metrics,

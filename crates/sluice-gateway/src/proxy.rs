@@ -532,12 +532,15 @@ fn call_options(headers: &HeaderMap, shared: &Shared) -> Result<CallOptions, Box
     if let Some(v) = headers.get(REGION_HEADER) {
         let id = v.to_str().unwrap_or("").trim();
         if !id.is_empty() {
-            if shared.client.snapshot().find(id).is_none() {
+            let snapshot = shared.client.snapshot();
+            if snapshot.find(id).is_none() {
+                // The current regions: a reload may have changed them.
+                let known = snapshot.nodes().iter().map(|n| n.region().id()).collect::<Vec<_>>().join(", ");
                 return Err(Box::new(openai_error(
                     StatusCode::BAD_REQUEST,
                     "invalid_request_error",
                     Some("unknown_region"),
-                    &format!("{REGION_HEADER}: unknown region `{id}` (known: {})", shared.known),
+                    &format!("{REGION_HEADER}: unknown region `{id}` (known: {known})"),
                 )));
             }
             options = options.prefer_region(id);

@@ -543,3 +543,48 @@ async fn traceparent_is_joined_and_sent_upstream_under_the_attempt() {
     assert_eq!(access[0]["fields"]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736", "{:?}", access[0]);
     assert_eq!(access[3]["fields"]["trace_id"], "-");
 }
+
+/// A reload replaces providers too: a removed region's provider goes with it, and an added
+/// region speaks its own provider from its first call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_carries_each_regions_provider() {
+    use sluice_client::{CallOptions, ChatCompletionRequest, ChatMessage, Provider};
+    let (seoul, tokyo, singapore) = (
+        start_mock("seoul", Duration::ZERO).await,
+        start_mock("tokyo", Duration::ZERO).await,
+        start_mock("singapore", Duration::ZERO).await,
+    );
+    let client = Client::builder()
+        .regions([seoul.region(37.56, 126.97), tokyo.region(35.68, 139.69)])
+        .provider("tokyo", Provider::openai().header("x-region-tag", "tokyo"))
+        .active_probing(false)
+        .build()
+        .unwrap();
+    // Removing the region that has a provider of its own.
+    let changes = client.update_regions([seoul.region(37.56, 126.97)]).unwrap();
+    assert_eq!(changes.removed, ["tokyo"]);
+    // Adding one with its own provider.
+    client
+        .update_regions_with(
+            [seoul.region(37.56, 126.97), singapore.region(1.35, 103.82)],
+            [("singapore".to_owned(), Provider::openai().header("x-region-tag", "sg"))],
+            [],
+        )
+        .unwrap();
+    let request = || ChatCompletionRequest::new("gpt-4o-mini", vec![ChatMessage::user("hi")]);
+    let answer = client.chat_completions_with(request(), &CallOptions::new().prefer_region("singapore")).await.unwrap();
+    assert_eq!(&*answer.meta.region, "singapore");
+    assert_eq!(singapore.seen.lock()[0]["x-region-tag"], "sg");
+    // A provider for a region the list does not hold is refused, and nothing changes.
+    let refused = client.update_regions_with(
+        [seoul.region(37.56, 126.97)],
+        [("mars".to_owned(), Provider::openai())],
+        Vec::<(String, Vec<String>)>::new(),
+    );
+    assert!(refused.is_err());
+    assert_eq!(client.snapshot().nodes().len(), 2);
+    // The plain update keeps singapore's provider.
+    client.update_regions([singapore.region(1.35, 103.82)]).unwrap();
+    client.chat_completions_with(request(), &CallOptions::new()).await.unwrap();
+    assert_eq!(singapore.seen.lock()[1]["x-region-tag"], "sg");
+}
