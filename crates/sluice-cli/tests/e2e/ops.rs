@@ -41,8 +41,12 @@ async fn admin_needs_its_key_drains_reloads_and_status_prints_the_table() {
     let dir = temp_dir("serve-ops");
     let config = write_config(&dir, &[&m[0], &m[1]], FAST_PROBES);
     let good = std::fs::read_to_string(&config).unwrap();
-    let serve =
-        Serve::start(&config, &["--admin-key-env", "SLUICE_E2E_ADMIN"], &[("SLUICE_E2E_ADMIN", ADMIN_KEY)]).await;
+    let serve = Serve::start(
+        &config,
+        &["--admin-key-env", "SLUICE_E2E_ADMIN", "--no-access-log"],
+        &[("SLUICE_E2E_ADMIN", ADMIN_KEY)],
+    )
+    .await;
 
     // The admin API needs its key.
     let denied = http().get(format!("http://{}/admin/regions", serve.addr)).send().await.unwrap();
@@ -108,6 +112,10 @@ async fn admin_needs_its_key_drains_reloads_and_status_prints_the_table() {
     assert_eq!(wrong.status.code(), Some(1), "{wrong_err}");
     assert!(wrong_err.contains("401"), "{wrong_err}");
     assert!(!serve.stderr().contains(ADMIN_KEY), "the admin key leaked into the log");
+    // --no-access-log: the calls above wrote no access line (the admin switch did log).
+    let log = serve.stderr();
+    assert!(log.contains("operator switch"), "{log}");
+    assert!(!log.contains("path=/v1/chat/completions") && !log.contains("request_id="), "{log}");
 }
 
 #[cfg(unix)]
