@@ -289,11 +289,20 @@ impl Shared {
     fn refresh_gauges(&self) {
         let at = now();
         let health = self.client.health();
-        for (node, m) in self.client.snapshot().nodes().iter().zip(&self.metrics.regions) {
+        let snapshot = self.client.snapshot();
+        for node in snapshot.nodes() {
             if let Some(status) = health.status(node.id(), at) {
                 let s = RegionState::of(&status, at);
-                m.state.set(s.code());
-                m.eligible.set(if s.is_serving() { 1.0 } else { 0.0 });
+                self.metrics.with_region(node.id(), node.region().id(), |m| {
+                    m.state.set(s.code());
+                    m.eligible.set(if s.is_serving() { 1.0 } else { 0.0 });
+                });
+            }
+        }
+        // A region a reload removed serves no more.
+        for m in self.metrics.regions().iter() {
+            if !snapshot.nodes().iter().any(|n| n.region().id() == &*m.id) {
+                m.eligible.set(0.0);
             }
         }
     }
@@ -324,12 +333,11 @@ async fn background(shared: Weak<Shared>) {
             event = events.recv() => match event {
                 Ok(event) => {
                     let Some(s) = shared.upgrade() else { return };
-                    let Some(m) = s.metrics.regions.get(event.node.index()) else { continue };
-                    match event.kind {
+                    s.metrics.with_region(event.node, &event.region, |m| match event.kind {
                         HealthEventKind::Ejected { .. } => m.ejections.increment(1),
                         HealthEventKind::CooldownStarted { .. } => m.cooldowns.increment(1),
                         _ => {}
-                    }
+                    });
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return,

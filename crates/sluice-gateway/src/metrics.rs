@@ -4,9 +4,11 @@
 
 use std::{collections::HashSet, sync::Arc};
 
+use arc_swap::ArcSwap;
 use metrics::{Counter, Gauge, Histogram};
 use parking_lot::RwLock;
 use sluice_client::Client;
+use sluice_region_model::NodeId;
 
 use crate::usage::Usage;
 
@@ -14,8 +16,10 @@ use crate::usage::Usage;
 pub const MAX_MODEL_LABELS: usize = 256;
 
 /// Per-region instruments.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct RegionMetrics {
+    /// The region id, the `region` label.
+    pub(crate) id: Arc<str>,
     pub(crate) requests: Counter,
     pub(crate) errors: Counter,
     pub(crate) latency: Histogram,
@@ -28,7 +32,10 @@ pub(crate) struct RegionMetrics {
 /// The gateway's instruments.
 #[derive(Debug)]
 pub(crate) struct GatewayMetrics {
-    pub(crate) regions: Vec<RegionMetrics>,
+    /// Per region, in the node order of the client's snapshot at build time; regions a reload
+    /// adds are appended when first seen. Looked up by region id, so that a reload that
+    /// removes or reorders regions never mislabels a series.
+    regions: ArcSwap<Vec<RegionMetrics>>,
     pub(crate) in_flight: Gauge,
     pub(crate) rejected: Counter,
     pub(crate) overloaded: Counter,
@@ -120,33 +127,60 @@ impl ModelLabels {
     }
 }
 
+impl RegionMetrics {
+    /// Registers the instruments of region `id`, every series visible from the first scrape.
+    fn register(id: &str) -> Self {
+        let label = id.to_owned();
+        let m = Self {
+            id: Arc::from(id),
+            requests: metrics::counter!("sluice_requests_total", "region" => label.clone()),
+            errors: metrics::counter!("sluice_errors_total", "region" => label.clone()),
+            latency: metrics::histogram!("sluice_request_duration_seconds", "region" => label.clone()),
+            ejections: metrics::counter!("sluice_region_ejections_total", "region" => label.clone()),
+            cooldowns: metrics::counter!("sluice_region_cooldowns_total", "region" => label.clone()),
+            state: metrics::gauge!("sluice_region_health_state", "region" => label.clone()),
+            eligible: metrics::gauge!("sluice_region_eligible", "region" => label),
+        };
+        for c in [&m.requests, &m.errors, &m.ejections, &m.cooldowns] {
+            c.increment(0);
+        }
+        m.eligible.set(1.0);
+        m
+    }
+}
+
 impl GatewayMetrics {
+    /// Runs `f` on the instruments of region `id` (node `node` of the snapshot the call used,
+    /// a hint). No lock and no allocation on the common path; a region a reload added is
+    /// registered once, the first time it is seen.
+    pub(crate) fn with_region(&self, node: NodeId, id: &str, f: impl FnOnce(&RegionMetrics)) {
+        let table = self.regions.load();
+        let hit = table.get(node.index()).filter(|m| &*m.id == id).or_else(|| table.iter().find(|m| &*m.id == id));
+        if let Some(m) = hit {
+            f(m);
+            return;
+        }
+        drop(table);
+        let added = RegionMetrics::register(id);
+        f(&added);
+        self.regions.rcu(|t| {
+            let mut t = Vec::clone(t);
+            if !t.iter().any(|m| &*m.id == id) {
+                t.push(added.clone());
+            }
+            t
+        });
+    }
+
+    /// Every region's instruments, those of regions a reload removed included.
+    pub(crate) fn regions(&self) -> arc_swap::Guard<Arc<Vec<RegionMetrics>>> {
+        self.regions.load()
+    }
+
     /// Registers the instruments with the installed `metrics` recorder.
     pub(crate) fn new(client: &Client) -> Self {
         describe();
-        let regions = client
-            .snapshot()
-            .nodes()
-            .iter()
-            .map(|n| {
-                let id = n.region().id().to_owned();
-                let m = RegionMetrics {
-                    requests: metrics::counter!("sluice_requests_total", "region" => id.clone()),
-                    errors: metrics::counter!("sluice_errors_total", "region" => id.clone()),
-                    latency: metrics::histogram!("sluice_request_duration_seconds", "region" => id.clone()),
-                    ejections: metrics::counter!("sluice_region_ejections_total", "region" => id.clone()),
-                    cooldowns: metrics::counter!("sluice_region_cooldowns_total", "region" => id.clone()),
-                    state: metrics::gauge!("sluice_region_health_state", "region" => id.clone()),
-                    eligible: metrics::gauge!("sluice_region_eligible", "region" => id),
-                };
-                // Make every series visible from the first scrape.
-                for c in [&m.requests, &m.errors, &m.ejections, &m.cooldowns] {
-                    c.increment(0);
-                }
-                m.eligible.set(1.0);
-                m
-            })
-            .collect();
+        let regions = client.snapshot().nodes().iter().map(|n| RegionMetrics::register(n.region().id())).collect();
         let in_flight = metrics::gauge!("sluice_proxy_in_flight");
         in_flight.set(0.0);
         let rejected = metrics::counter!("sluice_proxy_rejected_total");
@@ -158,7 +192,7 @@ impl GatewayMetrics {
         disconnect_before_answer.increment(0);
         disconnect_mid_answer.increment(0);
         Self {
-            regions,
+            regions: ArcSwap::from_pointee(regions),
             in_flight,
             rejected,
             overloaded,

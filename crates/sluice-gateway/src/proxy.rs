@@ -364,10 +364,10 @@ fn nearest_regions(shared: &Shared, call: &Call) -> Vec<Arc<str>> {
 
 fn count_failed(shared: &Shared, failed: &[sluice_client::FailedAttempt]) {
     for f in failed {
-        if let Some(m) = shared.metrics.regions.get(f.node.index()) {
+        shared.metrics.with_region(f.node, &f.region, |m| {
             m.requests.increment(1);
             m.errors.increment(1);
-        }
+        });
     }
 }
 
@@ -375,11 +375,12 @@ fn count_failed(shared: &Shared, failed: &[sluice_client::FailedAttempt]) {
 fn answer(shared: &Arc<Shared>, call: &Call, resp: RawResponse, mut guard: CallGuard) -> Response {
     let meta = &resp.meta;
     count_failed(shared, &meta.failed_attempts);
-    let region = shared.metrics.regions.get(meta.node.index());
-    if let Some(m) = region {
+    let mut region_errors = None;
+    shared.metrics.with_region(meta.node, &meta.region, |m| {
         m.requests.increment(1);
         m.latency.record(meta.latency.as_secs_f64());
-    }
+        region_errors = Some(m.errors.clone());
+    });
     let sse = resp.body.is_event_stream();
     let mut headers = shared.headers.downstream(&resp.headers, sse || call.hide_usage_chunk);
     if let Ok(v) = HeaderValue::from_str(&meta.region) {
@@ -434,7 +435,7 @@ fn answer(shared: &Arc<Shared>, call: &Call, resp: RawResponse, mut guard: CallG
         sse,
         call.hide_usage_chunk,
         keep_whole,
-        region.map(|m| m.errors.clone()),
+        region_errors,
         guard,
         on_end,
         on_id,
