@@ -55,11 +55,9 @@ pub(crate) async fn run(config: &Config, command: ServeCommand) -> Result<ExitCo
         Some(builder) => {
             let fleet_config =
                 builder.clone().build().map_err(|e| CliError::Usage(format!("[fleet]: {}", chain(&e))))?;
-            let fleet = sluice_fleet::Fleet::start_with_budget(&fleet_config, &client.health(), client.retry_budget())
-                .map_err(|e| CliError::Failed(format!("cannot start fleet mode: {}", chain(&e))))?;
-            tracing::info!(server = %fleet_config.server(), replica = fleet.replica_id(),
-                "fleet mode: sharing health with the other replicas through redis");
-            Some(Arc::new(fleet))
+            let slot = FleetSlot::start(fleet_config, &client)
+                .map_err(|e| CliError::Failed(format!("cannot start fleet mode: {e}")))?;
+            Some(slot)
         }
         None => None,
     };
@@ -84,7 +82,10 @@ pub(crate) async fn run(config: &Config, command: ServeCommand) -> Result<ExitCo
     if let Some(caller) = config.caller() {
         builder = builder.default_caller(caller);
     }
-    let reload = ops::reloader(command.config_path.clone());
+    let reload = match &fleet {
+        Some(slot) => slot.reloader(ops::reloader(command.config_path.clone())),
+        None => ops::reloader(command.config_path.clone()),
+    };
     if let Some(key) = admin_key {
         let mut admin = AdminOptions::new(key).reload(Arc::clone(&reload));
         if let Some(fleet) = &fleet {
@@ -111,12 +112,8 @@ pub(crate) async fn run(config: &Config, command: ServeCommand) -> Result<ExitCo
     client.shutdown_probing().await;
     telemetry.shutdown().await;
     if let Some(fleet) = fleet {
-        // Hand this replica's probe leases over at once (unless a connection that outlived
-        // the drain still holds the admin API).
-        match Arc::try_unwrap(fleet) {
-            Ok(fleet) => fleet.shutdown().await,
-            Err(_) => tracing::warn!("fleet mode: probe leases left to expire"),
-        }
+        // Hand this replica's probe leases over at once.
+        fleet.shutdown().await;
     }
     if drained {
         eprintln!("sluice serve: drained, bye");
@@ -127,13 +124,65 @@ pub(crate) async fn run(config: &Config, command: ServeCommand) -> Result<ExitCo
     }
 }
 
+/// Fleet mode across reloads. A reload gives the client a successor health monitor whose node
+/// ids differ, so fleet mode is started anew on it (the old one hands its leases over first);
+/// the `[fleet]` table itself is read once, at start.
+struct FleetSlot {
+    config: sluice_fleet::FleetConfig,
+    current: parking_lot::Mutex<Option<Arc<sluice_fleet::Fleet>>>,
+}
+
+impl FleetSlot {
+    fn start(config: sluice_fleet::FleetConfig, client: &sluice_client::Client) -> Result<Arc<Self>, String> {
+        let slot = Arc::new(Self { config, current: parking_lot::Mutex::new(None) });
+        slot.attach(client)?;
+        tracing::info!(server = %slot.config.server(), replica = slot.config.replica_id(),
+            "fleet mode: sharing health with the other replicas through redis");
+        Ok(slot)
+    }
+
+    /// Starts fleet mode on the client's current monitor.
+    fn attach(&self, client: &sluice_client::Client) -> Result<(), String> {
+        let fleet = sluice_fleet::Fleet::start_with_budget(&self.config, &client.health(), client.retry_budget())
+            .map_err(|e| chain(&e))?;
+        *self.current.lock() = Some(Arc::new(fleet));
+        Ok(())
+    }
+
+    fn current(&self) -> Option<Arc<sluice_fleet::Fleet>> {
+        self.current.lock().clone()
+    }
+
+    /// Stops the running fleet mode; its leases go at once unless an admin call still holds it.
+    async fn shutdown(&self) {
+        let old = self.current.lock().take();
+        if let Some(old) = old {
+            match Arc::try_unwrap(old) {
+                Ok(fleet) => fleet.shutdown().await,
+                Err(_) => tracing::warn!("fleet mode: probe leases left to expire"),
+            }
+        }
+    }
+
+    /// `reload`, then fleet mode on the new monitor. Runs on a blocking thread.
+    fn reloader(self: &Arc<Self>, reload: sluice_gateway::admin::Reloader) -> sluice_gateway::admin::Reloader {
+        let slot = Arc::clone(self);
+        Arc::new(move |client: &sluice_client::Client| {
+            let summary = reload(client)?;
+            tokio::runtime::Handle::current().block_on(slot.shutdown());
+            slot.attach(client).map_err(|e| format!("{summary}; but fleet mode did not restart: {e}"))?;
+            Ok(format!("{summary}; fleet mode restarted on the new regions"))
+        })
+    }
+}
+
 /// The admin API's drain switch in fleet mode: every replica drains.
-fn fleet_switch(fleet: &Arc<sluice_fleet::Fleet>) -> sluice_gateway::admin::Switch {
-    let fleet = Arc::downgrade(fleet);
+fn fleet_switch(slot: &Arc<FleetSlot>) -> sluice_gateway::admin::Switch {
+    let slot = Arc::downgrade(slot);
     Arc::new(move |region: String, to: AdminState| {
-        let fleet = fleet.clone();
+        let slot = slot.clone();
         Box::pin(async move {
-            let fleet = fleet.upgrade().ok_or_else(|| "fleet mode has stopped".to_owned())?;
+            let fleet = slot.upgrade().and_then(|s| s.current()).ok_or_else(|| "fleet mode has stopped".to_owned())?;
             let result = match to {
                 AdminState::Drained => fleet.drain(&region).await,
                 _ => fleet.enable(&region).await,

@@ -160,7 +160,12 @@ impl HealthMonitor {
     /// The successor also shares, for those regions, the passive state (failure window,
     /// ejection and its backoff, cooldown), and with this monitor the event channel (so
     /// subscribers keep receiving; match events by region id, since node ids differ between
-    /// the two), the hook and the probe-task count.
+    /// the two) and the probe-task count.
+    ///
+    /// It does **not** take this monitor's [hook](Self::set_hook): a hook speaks of node ids,
+    /// and node ids differ between memberships, so a verdict on the successor's node 1 would
+    /// reach the fleet under this monitor's region 1. Attach a hook to the successor anew
+    /// (fleet mode: start a `Fleet` on it).
     ///
     /// Regions that left are retired here: [`select`](Self::select) on this monitor never
     /// offers them again, so calls still running on it finish without new attempts there.
@@ -196,10 +201,6 @@ impl HealthMonitor {
         }
         let ejected = nodes.iter().filter(|s| s.holds_slot.load(Ordering::Acquire)).count();
         let regions = next.nodes().iter().map(|node| Arc::from(node.region().id())).collect();
-        let hook = OnceLock::new();
-        if let Some(h) = old.hook.get() {
-            let _ = hook.set(Arc::clone(h));
-        }
         let inner = Inner {
             max_ejected: old.config.max_ejected(n),
             snapshot: next,
@@ -211,7 +212,7 @@ impl HealthMonitor {
             bucket_ns: old.bucket_ns,
             probe_tasks: Arc::clone(&old.probe_tasks),
             probe_now: probe_now.into_boxed_slice(),
-            hook,
+            hook: OnceLock::new(),
         };
         Ok(Self { inner: Arc::new(inner) })
     }

@@ -194,3 +194,63 @@ async fn an_admin_drain_applies_to_the_whole_fleet() {
         .await;
     assert_eq!(served_by(&serves[1]).await, "ap-northeast-2");
 }
+
+/// A reload that reorders the regions changes their node ids. Fleet mode follows: after a
+/// SIGHUP on replica 1, its 429 from Seoul still cools Seoul on replica 2, and never Tokyo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_mode_follows_a_reload_that_reorders_regions() {
+    let redis = Redis::start().await;
+    let regions = mocks(&[("ap-northeast-2", "Seoul"), ("ap-northeast-1", "Tokyo")]).await;
+    let (seoul, tokyo) = (&regions[0], &regions[1]);
+    let fleet = |id: &str| {
+        format!(
+            "{FAST_PROBES}[fleet]\nredis_url = \"redis://127.0.0.1:{}/0\"\nreplica_id = \"{id}\"\nlease = \"600ms\"\nop_timeout = \"5s\"\n",
+            redis.1
+        )
+    };
+    let dir = temp_dir("fleet-reload-1");
+    let config = write_config(&dir, &[seoul, tokyo], &fleet("serve-1"));
+    let serves = [
+        Serve::start(&config, &[], &[]).await,
+        Serve::start(&write_config(&temp_dir("fleet-reload-2"), &[seoul, tokyo], &fleet("serve-2")), &[], &[]).await,
+    ];
+    for serve in &serves {
+        eventually("fleet mode connects", || async { serve.stderr().contains("fleet: connected").then_some(()) }).await;
+    }
+    // Replica 1 now lists Tokyo first: Seoul becomes node 1.
+    write_config(&dir, &[tokyo, seoul], &fleet("serve-1"));
+    let pid = serves[0].child.id().expect("running").to_string();
+    assert!(tokio::process::Command::new("kill").args(["-HUP", &pid]).status().await.unwrap().success());
+    eventually("replica 1 reloads and restarts fleet mode", || async {
+        serves[0].stderr().contains("fleet mode restarted on the new regions").then_some(())
+    })
+    .await;
+    eventually("fleet mode reconnects", || async {
+        (serves[0].stderr().matches("fleet: connected").count() >= 2).then_some(())
+    })
+    .await;
+
+    let http = http();
+    let call = |serve: &Serve| {
+        http.post(serve.url("/v1/chat/completions"))
+            .header("x-sluice-region", "ap-northeast-2")
+            .json(&chat_body(false))
+            .send()
+    };
+    seoul.set_rate_limited(Some(Duration::from_secs(30)));
+    let r = call(&serves[0]).await.expect("replica 1 answers");
+    assert_eq!(r.headers()["x-sluice-region"], "ap-northeast-1", "replica 1 failed over from the 429");
+    seoul.set_rate_limited(None);
+    let cooldowns = |text: &str, region: &str| {
+        let series = format!("sluice_region_cooldowns_total{{region=\"{region}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(&series)).map_or(0, |v| v.trim().parse::<u64>().unwrap_or(0))
+    };
+    let text = eventually("replica 2 applies Seoul's cooldown", || async {
+        let text = http.get(serves[1].url("/metrics")).send().await.ok()?.text().await.ok()?;
+        (cooldowns(&text, "ap-northeast-2") > 0).then_some(text)
+    })
+    .await;
+    assert_eq!(cooldowns(&text, "ap-northeast-1"), 0, "Tokyo was never throttled:\n{text}");
+    let r = call(&serves[1]).await.expect("replica 2 answers");
+    assert_eq!(r.headers()["x-sluice-region"], "ap-northeast-1", "replica 2 keeps away from Seoul");
+}

@@ -264,3 +264,33 @@ async fn hostile_messages_are_counted_and_ignored() {
     let cool = target.monitor.status(G0, now()).expect("g0").cooldown_until.expect("the good message applied");
     assert!(cool.saturating_duration_since(Instant::now()) <= Duration::from_secs(5));
 }
+
+/// A reload swaps the monitor for a successor whose node ids differ (here the regions come in
+/// the other order). Fleet mode started anew on the successor publishes a 429 under the region
+/// that sent it: the other replica cools `g0`, not `g1`. (The successor no longer inherits the
+/// old hook, which spoke of the old node ids.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_restarted_on_a_successor_monitor_names_the_right_regions() {
+    let redis = RedisServer::start().await;
+    let other = member(&redis, "succ", "s2", None).await;
+    let first = member(&redis, "succ", "s1", None).await;
+    let old = first.monitor.snapshot();
+    let reordered =
+        REGIONS.iter().rev().map(|r| Region::new(*r, format!("http://127.0.0.1:9/{r}/v1"), GeoPoint::new(0.0, 0.0)));
+    let next = Arc::new(Snapshot::builder().reuse_metrics(Arc::clone(old)).build(reordered).expect("valid regions"));
+    let successor = first.monitor.successor(Arc::clone(&next)).expect("same epoch");
+    assert!(successor.hook().is_none(), "a hook speaks of the old node ids");
+    first.fleet.shutdown().await;
+    let config = FleetBuilder::new(redis.url()).namespace("succ").replica_id("s1").lease(LEASE).build().unwrap();
+    let fleet = Fleet::start(&config, &successor).expect("fleet mode starts on the successor");
+    assert!(tokio::time::timeout(PATIENCE, fleet.wait_connected(true)).await.is_ok());
+
+    let g0_there = next.find("g0").expect("g0");
+    assert_eq!(g0_there.index(), 1, "g0 is node 1 after the reload");
+    let mut rx = other.monitor.subscribe();
+    successor.record(g0_there, Outcome::RateLimited { retry_after: Some(Duration::from_secs(20)) }, now());
+    heard(&mut rx, G0, |k| matches!(k, HealthEventKind::CooldownStarted { .. })).await;
+    let g1 = NodeId::from_index(1);
+    assert!(other.monitor.status(G0, now()).expect("g0").cooldown_until.is_some(), "g0 cools down");
+    assert!(other.monitor.status(g1, now()).expect("g1").cooldown_until.is_none(), "g1 was never throttled");
+}
