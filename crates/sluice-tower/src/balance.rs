@@ -145,7 +145,7 @@ pub(crate) fn now() -> Instant {
 // ===== impl Balance =====
 
 impl Balance<()> {
-    /// A builder with every option at its default: the default strategy (`Adaptive`),
+    /// A builder with every option at its default: the default strategy (`Locality`),
     /// [`HttpClassify`], default outlier detection and [`DEFAULT_REFRESH`]. The builder's
     /// constructors decide the inner service type.
     pub fn builder() -> BalanceBuilder {
@@ -182,11 +182,18 @@ impl<S, C> Balance<S, C> {
         }
     }
 
-    /// Installs `snapshot` with one slot per node (`services[i]` for node `i`).
+    /// Installs `snapshot` with one slot per node (`services[i]` for node `i`) and a fresh
+    /// health monitor.
     pub(crate) fn install(&mut self, snapshot: Arc<Snapshot>, services: Vec<Inner<S>>) {
-        debug_assert_eq!(snapshot.len(), services.len());
         let monitor = HealthMonitor::new(Arc::clone(&snapshot), self.options.outlier.clone());
         watch(&monitor, &self.changes);
+        self.install_with(snapshot, services, monitor);
+    }
+
+    /// Installs `snapshot` with `monitor` (a fresh one, or the successor of the current one,
+    /// which shares its event channel and so the watcher already running).
+    fn install_with(&mut self, snapshot: Arc<Snapshot>, services: Vec<Inner<S>>, monitor: HealthMonitor) {
+        debug_assert_eq!(snapshot.len(), services.len());
         let regions = snapshot.nodes().iter().map(|n| Arc::from(n.region().id())).collect();
         let shared = Arc::new(Shared { monitor, regions, changes: Arc::clone(&self.changes) });
         self.slots = services
@@ -205,7 +212,8 @@ impl<S, C> Balance<S, C> {
     }
 
     /// The health monitor of the current snapshot: spawn a prober on it for active checks, or
-    /// read a region's status. A membership change replaces it.
+    /// read a region's status. A membership change replaces it with its successor, which keeps
+    /// the passive health of the regions that stay.
     pub fn health(&self) -> Option<&HealthMonitor> {
         self.state.as_ref().map(|s| &s.shared.monitor)
     }
@@ -292,7 +300,9 @@ impl<S, C> Balance<S, C> {
     }
 
     /// Applies a batch of discovery changes: builds the next snapshot (regions that stay keep
-    /// their metrics and their service) and a monitor for it.
+    /// their metrics and their service) and the successor of the current monitor (regions that
+    /// stay keep their passive health: failure streaks, ejections, cooldowns), the same swap a
+    /// live reload of `sluice-client` makes.
     fn apply(&mut self, batch: Vec<Change<String, Regional<S>>>) {
         let mut changes = Vec::with_capacity(batch.len());
         let mut inserted: HashMap<String, S> = HashMap::new();
@@ -338,6 +348,13 @@ impl<S, C> Balance<S, C> {
                 return;
             }
         };
+        let successor = self.state.as_ref().and_then(|state| match state.shared.monitor.successor(Arc::clone(&next)) {
+            Ok(monitor) => Some(monitor),
+            Err(e) => {
+                tracing::warn!(error = %e, "discovery: passive health starts afresh");
+                None
+            }
+        });
         let mut old: HashMap<Arc<str>, Slot<S>> = match self.state.take() {
             Some(state) => state.shared.regions.iter().cloned().zip(self.slots.drain(..)).collect(),
             None => HashMap::new(),
@@ -354,7 +371,10 @@ impl<S, C> Balance<S, C> {
             })
             .collect();
         tracing::debug!(regions = next.len(), generation = next.generation(), "discovery: new snapshot");
-        self.install(next, services);
+        match successor {
+            Some(monitor) => self.install_with(next, services, monitor),
+            None => self.install(next, services),
+        }
     }
 
     /// Polls discovery until it has nothing more; applies what it yielded.

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use sluice_balancer::{Adaptive, Caller, Strategy};
+use sluice_balancer::{Caller, Locality, Strategy};
 use sluice_health::OutlierConfig;
 use sluice_region_model::{GeoPoint, Region, Snapshot};
 use tower::{Service, discover::Discover};
@@ -23,7 +23,7 @@ use crate::{
 /// [`make`](Self::make) (a snapshot and a `MakeService` that makes a service per region), or
 /// [`discover`](Self::discover) (a `tower::discover::Discover` stream).
 ///
-/// Defaults: the `Adaptive` strategy (the one `sluice-client` uses by default),
+/// Defaults: the `Locality` strategy (the one `sluice-client` uses by default),
 /// [`HttpClassify`], `OutlierConfig::default()`, [`DEFAULT_REFRESH`], no default caller
 /// location, and a random seed.
 pub struct BalanceBuilder<C = HttpClassify> {
@@ -194,7 +194,7 @@ impl<C> BalanceBuilder<C> {
 
     fn finish<S>(self, discover: Option<BoxDiscover<S>>) -> Result<Balance<S, C>, BuildError> {
         self.check()?;
-        let strategy = self.strategy.unwrap_or_else(|| Arc::new(Adaptive::new()));
+        let strategy = self.strategy.unwrap_or_else(|| Arc::new(Locality::new()));
         let seed = self.seed.unwrap_or_else(|| RandomState::new().hash_one(0x5eed_u64));
         let options = Options {
             outlier: self.outlier,

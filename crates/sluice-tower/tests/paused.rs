@@ -198,3 +198,40 @@ async fn the_caller_location_comes_from_a_request_extension() {
     }
     assert_eq!((seoul.load(Ordering::SeqCst), frankfurt.load(Ordering::SeqCst)), (10, 10), "the builder's default");
 }
+
+/// A discovery change keeps the passive health of the regions that stay: a failure streak
+/// that began before another region joined goes on counting, so region `a` is ejected after
+/// four failures in a row, not four more.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_membership_change_keeps_the_failure_streaks_of_regions_that_stay() {
+    use sluice_health::OutlierConfig;
+    use tower::discover::Change;
+
+    let at = |id: &str| Region::new(id, format!("http://{id}.test"), GeoPoint::new(0.0, 0.0));
+    let a = Arc::new(AtomicU64::new(0));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Result<Change<String, _>, Infallible>>();
+    let failing = region(Arc::clone(&a), |_| (500, None));
+    let fine = || region(Arc::new(AtomicU64::new(0)), |_| (200, None));
+    tx.send(Ok(Change::Insert("a".into(), sluice_tower::Regional::new(at("a"), failing)))).unwrap();
+    tx.send(Ok(Change::Insert("b".into(), sluice_tower::Regional::new(at("b"), fine())))).unwrap();
+    let discover = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let outlier =
+        OutlierConfig::builder().consecutive_failures(4).failure_rate_min_requests(1_000_000).build().unwrap();
+    let mut balance = Balance::builder()
+        .strategy(Box::new(WeightedRoundRobin::with_seed(1)))
+        .outlier(outlier)
+        .discover(discover)
+        .unwrap();
+    // Round-robin over a and b until a has failed twice.
+    for _ in 0..40 {
+        if a.load(Ordering::SeqCst) == 2 {
+            break;
+        }
+        send(&mut balance, 1).await;
+    }
+    assert_eq!(a.load(Ordering::SeqCst), 2);
+    tx.send(Ok(Change::Insert("c".into(), sluice_tower::Regional::new(at("c"), fine())))).unwrap();
+    send(&mut balance, 60).await;
+    assert_eq!(balance.snapshot().unwrap().len(), 3, "c joined");
+    assert_eq!(a.load(Ordering::SeqCst), 4, "a is ejected after its fourth failure in a row, streak kept");
+}
