@@ -78,6 +78,8 @@ async fn call_and_attempt_spans_reach_an_otlp_receiver_with_their_attributes() {
             ("OTEL_SERVICE_NAME", "sluice-e2e"),
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
             ("OTEL_TRACES_SAMPLER", "always_on"),
+            // Probe-round spans are at debug level.
+            ("RUST_LOG", "info,sluice_health::prober=debug"),
         ],
     )
     .await;
@@ -128,5 +130,12 @@ async fn call_and_attempt_spans_reach_an_otlp_receiver_with_their_attributes() {
         .map(|(_, s)| hex(&s.span_id))
         .unwrap();
     assert_eq!(upstream, format!("00-{trace_id}-{tokyo}-01"));
+    // Probe rounds have spans of their own, with the node and the outcome.
+    eventually("probe spans at the receiver", || async { (!spans("sluice.probe").is_empty()).then_some(()) }).await;
+    for (_, probe) in spans("sluice.probe") {
+        assert!(attribute(&probe.attributes, "node").is_some(), "{:?}", probe.attributes);
+        let outcome = attribute(&probe.attributes, "outcome");
+        assert!(matches!(outcome.as_deref(), Some("ok" | "failed")), "{:?}", probe.attributes);
+    }
     serve.terminate().await;
 }
