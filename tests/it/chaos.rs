@@ -413,37 +413,28 @@ async fn two_thousand_calls_through_moving_faults() {
     let others = CALLS - cut;
     let succeeded = others - failed.len();
     let attempts: usize = regions.iter().map(|r| r.state.chat_hits.load(Ordering::SeqCst)).sum();
-    let twice: usize = regions
-        .iter()
-        .flat_map(|r| r.state.generations.lock().iter().map(|(k, v)| (k.clone(), *v)).collect::<Vec<_>>())
-        .fold(HashMap::<String, u32>::new(), |mut m, (k, v)| {
-            *m.entry(k).or_default() += v;
-            m
-        })
-        .values()
-        .filter(|n| **n > 1)
-        .count();
-    if twice > 0 {
-        let generated: HashMap<String, u32> = regions.iter().fold(HashMap::new(), |mut m, r| {
-            for (k, v) in r.state.generations.lock().iter() {
-                *m.entry(k.clone()).or_default() += v;
-            }
-            m
-        });
-        for (call, _) in generated.iter().filter(|(_, n)| **n > 1).take(3) {
-            eprintln!("generated twice: {call}");
-            for (r, id) in regions.iter().zip(IDS) {
-                for (c, event, fault, at) in r.state.timeline.lock().iter() {
-                    if c == call {
-                        eprintln!("  {id} {event} under {fault:?} at {:?}", at.duration_since(begun));
-                    }
+    // Generations per request id, over every region.
+    let generated: HashMap<String, u32> = regions.iter().fold(HashMap::new(), |mut m, r| {
+        for (k, v) in r.state.generations.lock().iter() {
+            *m.entry(k.clone()).or_default() += v;
+        }
+        m
+    });
+    let twice = generated.values().filter(|n| **n > 1).count();
+    // On a failed run: the timeline of (at most three) calls generated twice.
+    for (call, _) in generated.iter().filter(|(_, n)| **n > 1).take(3) {
+        eprintln!("generated twice: {call}");
+        for (r, id) in regions.iter().zip(IDS) {
+            for (c, event, fault, at) in r.state.timeline.lock().iter() {
+                if c == call {
+                    eprintln!("  {id} {event} under {fault:?} at {:?}", at.duration_since(begun));
                 }
             }
-            let i: usize = call.trim_start_matches("call-").parse().unwrap_or_default();
-            match results.get(i) {
-                Some((Ended::Ok(Some(meta)), _)) => eprintln!("  served: {meta}"),
-                other => eprintln!("  caller saw {other:?}"),
-            }
+        }
+        let i: usize = call.trim_start_matches("call-").parse().unwrap_or_default();
+        match results.get(i) {
+            Some((Ended::Ok(Some(meta)), _)) => eprintln!("  served: {meta}"),
+            other => eprintln!("  caller saw {other:?}"),
         }
     }
     let slowest = results.iter().map(|(_, d)| *d).max().unwrap_or_default();

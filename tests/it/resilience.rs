@@ -35,6 +35,27 @@ async fn a_hedge_to_a_faster_region_wins() {
     assert!(client.snapshot().nodes().iter().all(|n| n.metrics().in_flight() == 0));
 }
 
+/// Starts a plain call that prefers Seoul and waits (bounded) until `seoul` has it.
+async fn parked_on_seoul(
+    client: &sluice_client::Client,
+    seoul: &MockRegion,
+) -> tokio::task::JoinHandle<Result<sluice_client::Response<sluice_client::ChatCompletion>, sluice_client::Error>> {
+    let call = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client.chat_completions_with(request(), &CallOptions::new().prefer_region("seoul")).await
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while seoul.chat_hits() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the call reached seoul");
+    call
+}
+
 /// A probe whose verdict for one region the test flips.
 #[derive(Debug)]
 struct SwitchProbe {
@@ -80,20 +101,8 @@ async fn an_in_flight_call_is_rescued_when_its_region_is_marked_down() {
         .timeouts(Timeouts::default().attempt(Duration::from_secs(120)).total(Duration::from_secs(20)))
         .build()
         .unwrap();
-    let call = {
-        let client = client.clone();
-        tokio::spawn(async move {
-            client.chat_completions_with(request(), &CallOptions::new().prefer_region("seoul")).await
-        })
-    };
     // Wait until the call is parked on the hanging region, then turn its probe red.
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while hang.chat_hits() == 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the call reached the hanging region");
+    let call = parked_on_seoul(&client, &hang).await;
     flipped.store(true, Ordering::SeqCst);
     let resp = call.await.unwrap().expect("rescued call succeeds");
     assert_eq!(&*resp.meta.region, "tokyo");
@@ -128,19 +137,7 @@ async fn rescue_can_be_turned_off() {
         .timeouts(Timeouts::default().attempt(Duration::from_secs(120)).total(Duration::from_secs(3)))
         .build()
         .unwrap();
-    let call = {
-        let client = client.clone();
-        tokio::spawn(async move {
-            client.chat_completions_with(request(), &CallOptions::new().prefer_region("seoul")).await
-        })
-    };
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while hang.chat_hits() == 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the call reached the hanging region");
+    let call = parked_on_seoul(&client, &hang).await;
     // Health now marks Seoul down while the call waits there; with rescue off it is not re-sent.
     flipped.store(true, Ordering::SeqCst);
     let err = call.await.unwrap().unwrap_err();
@@ -168,19 +165,7 @@ async fn an_ejection_does_not_rescue_a_call_its_region_is_generating() {
         .outlier_config(OutlierConfig::builder().consecutive_failures(3).build().unwrap())
         .build()
         .unwrap();
-    let slow = {
-        let client = client.clone();
-        tokio::spawn(async move {
-            client.chat_completions_with(request(), &CallOptions::new().prefer_region("seoul")).await
-        })
-    };
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while seoul.chat_hits() == 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the slow call reached seoul");
+    let slow = parked_on_seoul(&client, &seoul).await;
     // Three calls fail in Seoul (and are served elsewhere): Seoul is ejected while the first
     // call is still being generated there.
     for _ in 0..3 {

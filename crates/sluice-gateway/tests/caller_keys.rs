@@ -1,6 +1,8 @@
 //! Scenario test: a region that takes each caller's own key (`pass_caller_key`).
 //! The gateway is served on loopback in front of two loopback mock regions.
 
+mod common;
+
 use std::sync::Arc;
 
 use axum::{
@@ -11,7 +13,7 @@ use axum::{
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use sluice_client::{Client, GeoPoint, Provider, Region};
-use sluice_gateway::{Gateway, ServeOptions};
+use sluice_gateway::Gateway;
 
 /// The credential headers each call brought, in order.
 type Seen = Arc<Mutex<Vec<(Option<String>, Option<String>)>>>;
@@ -59,14 +61,7 @@ async fn a_caller_key_goes_only_to_its_region_and_its_refusal_excludes_nothing()
         .active_probing(false)
         .build()
         .unwrap();
-    let listener = sluice_gateway::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(sluice_gateway::serve(
-        listener,
-        Gateway::builder(client).build(),
-        ServeOptions::default(),
-        std::future::pending(),
-    ));
+    let base = common::serve(Gateway::builder(client).build()).await;
     let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(60)).build().unwrap();
     let call = |key: &str, region: &str| {
         http.post(format!("{base}/v1/chat/completions"))

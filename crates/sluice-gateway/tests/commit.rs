@@ -3,6 +3,8 @@
 //! empty body, keep-alive comments, a role-only delta) and then loses fails over invisibly;
 //! a cut after content ends explicitly, with the `stream_interrupted` event and no `[DONE]`.
 
+mod common;
+
 use std::{
     sync::{
         Arc,
@@ -16,7 +18,7 @@ use bytes::Bytes;
 use futures_util::{StreamExt, stream};
 use serde_json::json;
 use sluice_client::{Client, GeoPoint, Region};
-use sluice_gateway::{Gateway, ServeOptions};
+use sluice_gateway::Gateway;
 
 /// How a mock region answers a streamed chat call.
 #[derive(Clone, Copy)]
@@ -87,14 +89,7 @@ async fn call(first: Answer) -> (String, String, String, (usize, usize)) {
         .active_probing(false)
         .build()
         .unwrap();
-    let listener = sluice_gateway::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(sluice_gateway::serve(
-        listener,
-        Gateway::builder(client).build(),
-        ServeOptions::default(),
-        std::future::pending(),
-    ));
+    let base = common::serve(Gateway::builder(client).build()).await;
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
     let r = http
         .post(format!("{base}/v1/chat/completions"))

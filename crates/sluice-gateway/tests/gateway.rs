@@ -1,5 +1,7 @@
 //! Scenario tests: the gateway served on loopback in front of loopback mock regions.
 
+mod common;
+
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use axum::{
@@ -12,7 +14,7 @@ use axum::{
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use sluice_client::{Client, GeoPoint, Region};
-use sluice_gateway::{Gateway, ServeOptions};
+use sluice_gateway::Gateway;
 
 /// One mock region: remembers the headers it saw and the responses it created.
 #[derive(Clone, Default)]
@@ -101,9 +103,7 @@ async fn setup() -> (Vec<Mock>, String) {
         .build()
         .unwrap();
     let gateway = Gateway::builder(client).build();
-    let listener = sluice_gateway::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(sluice_gateway::serve(listener, gateway, ServeOptions::default(), std::future::pending()));
+    let base = common::serve(gateway).await;
     (vec![a, b], base)
 }
 
@@ -268,14 +268,7 @@ async fn upstream_headers_come_back_on_error_answers() {
         .active_probing(false)
         .build()
         .unwrap();
-    let listener = sluice_gateway::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(sluice_gateway::serve(
-        listener,
-        Gateway::builder(client).build(),
-        ServeOptions::default(),
-        std::future::pending(),
-    ));
+    let base = common::serve(Gateway::builder(client).build()).await;
     let http = http();
     let call = |model: &str| {
         http.post(format!("{base}/v1/chat/completions"))

@@ -1,10 +1,12 @@
 //! Per-region metrics stay right across a region update that removes one region, adds another
 //! and reorders them: each call is counted under the region that served it.
 
+mod common;
+
 use axum::{Router, routing::post};
 use serde_json::json;
 use sluice_client::{Client, GeoPoint, Region};
-use sluice_gateway::{Gateway, ServeOptions};
+use sluice_gateway::Gateway;
 
 async fn region(name: &'static str) -> String {
     let app = Router::new().route(
@@ -40,9 +42,7 @@ async fn a_reload_never_mislabels_region_series() {
         .build()
         .unwrap();
     let gateway = Gateway::builder(client.clone()).prometheus(prometheus).build();
-    let listener = sluice_gateway::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(sluice_gateway::serve(listener, gateway, ServeOptions::default(), std::future::pending()));
+    let base = common::serve(gateway).await;
     let http = reqwest::Client::new();
     let call = |region: &'static str| {
         http.post(format!("{base}/v1/chat/completions"))

@@ -1,6 +1,8 @@
 //! Scenario tests: files, batches and vector stores live in the region that created them.
 //! The gateway is served on loopback in front of three loopback mock regions.
 
+mod common;
+
 use std::sync::{
     Arc,
     atomic::{AtomicBool, Ordering},
@@ -15,7 +17,7 @@ use axum::{
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 use sluice_client::{Client, GeoPoint, Region};
-use sluice_gateway::{Gateway, ServeOptions};
+use sluice_gateway::Gateway;
 
 /// Every call any mock saw, in order: (region, method, path).
 type Log = Arc<Mutex<Vec<(&'static str, Method, String)>>>;
@@ -108,9 +110,7 @@ async fn setup() -> (Vec<Store>, Log, String) {
         stores.push(store);
     }
     let gateway = Gateway::builder(builder.build().unwrap()).build();
-    let listener = sluice_gateway::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let base = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(sluice_gateway::serve(listener, gateway, ServeOptions::default(), std::future::pending()));
+    let base = format!("{}/v1", common::serve(gateway).await);
     (stores, log, base)
 }
 

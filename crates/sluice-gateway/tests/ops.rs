@@ -1,6 +1,8 @@
 //! Operating the gateway: the admin API (key, regions, drain, reload), reload under load,
 //! and the access log. Real loopback servers on both sides.
 
+mod common;
+
 use std::{
     io::Write,
     sync::{
@@ -21,7 +23,7 @@ use parking_lot::Mutex;
 use serde_json::{Value, json};
 use sluice_client::{Client, GeoPoint, ProbeConfig, Region};
 use sluice_gateway::{
-    Gateway, ServeOptions,
+    Gateway,
     admin::{AdminOptions, Reloader},
 };
 
@@ -98,14 +100,6 @@ fn fast_probes() -> ProbeConfig {
         .unwrap()
 }
 
-/// Serves `gateway` on loopback; returns its address.
-async fn serve(gateway: Gateway) -> String {
-    let listener = sluice_gateway::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(sluice_gateway::serve(listener, gateway, ServeOptions::default(), std::future::pending()));
-    format!("http://{addr}")
-}
-
 fn http() -> reqwest::Client {
     reqwest::Client::builder().timeout(PATIENCE).build().unwrap()
 }
@@ -166,7 +160,7 @@ async fn admin_api_needs_its_key_and_reports_drains_and_reloads() {
     let gateway = Gateway::builder(client.clone())
         .admin(AdminOptions::new(ADMIN_KEY).reload(reloader(Arc::clone(&next))))
         .build();
-    let base = serve(gateway).await;
+    let base = common::serve(gateway).await;
     let get = reqwest::Method::GET;
     let post = reqwest::Method::POST;
 
@@ -284,11 +278,11 @@ async fn admin_api_needs_its_key_and_reports_drains_and_reloads() {
 async fn admin_is_off_without_a_key_and_reload_needs_a_reloader() {
     let seoul = start_mock("seoul", Duration::ZERO).await;
     let client = Client::builder().region(seoul.region(37.56, 126.97)).active_probing(false).build().unwrap();
-    let base = serve(Gateway::builder(client.clone()).build()).await;
+    let base = common::serve(Gateway::builder(client.clone()).build()).await;
     let (status, _) = admin(&base, reqwest::Method::GET, "/admin/regions", Some(ADMIN_KEY)).await;
     assert_eq!(status, 404, "no admin API without a key");
 
-    let base = serve(Gateway::builder(client).admin(AdminOptions::new(ADMIN_KEY)).build()).await;
+    let base = common::serve(Gateway::builder(client).admin(AdminOptions::new(ADMIN_KEY)).build()).await;
     let (status, body) = admin(&base, reqwest::Method::POST, "/admin/reload", Some(ADMIN_KEY)).await;
     assert_eq!(status, 501, "{body}");
 }
@@ -308,7 +302,7 @@ async fn reload_through_the_admin_api_under_load_fails_no_call() {
     let next = Arc::new(Mutex::new(Err("not set".to_owned())));
     let gateway =
         Gateway::builder(client).admin(AdminOptions::new(ADMIN_KEY).reload(reloader(Arc::clone(&next)))).build();
-    let base = serve(gateway).await;
+    let base = common::serve(gateway).await;
 
     let done = Arc::new(AtomicUsize::new(0));
     let mut workers = Vec::new();
@@ -408,7 +402,7 @@ async fn access_log_writes_one_line_per_call_without_keys_or_bodies() {
     let seoul = start_mock("seoul", Duration::ZERO).await;
     let client = Client::builder().region(seoul.region(37.56, 126.97)).active_probing(false).build().unwrap();
     let gateway = Gateway::builder(client.clone()).require_key("gw-caller-key-42").access_log(true).build();
-    let base = serve(gateway).await;
+    let base = common::serve(gateway).await;
     let call = |stream: bool, key: &'static str| {
         let base = base.clone();
         async move {
@@ -491,7 +485,7 @@ async fn traceparent_is_joined_and_sent_upstream_under_the_attempt() {
 
     let seoul = start_mock("seoul", Duration::ZERO).await;
     let client = Client::builder().region(seoul.region(37.56, 126.97)).active_probing(false).build().unwrap();
-    let base = serve(Gateway::builder(client).access_log(true).build()).await;
+    let base = common::serve(Gateway::builder(client).access_log(true).build()).await;
     let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     for (traceparent, stream) in
         [(Some(incoming), false), (Some(incoming), true), (Some("00-nonsense"), false), (None, false)]

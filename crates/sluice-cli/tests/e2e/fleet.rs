@@ -34,6 +34,26 @@ impl Redis {
     }
 }
 
+impl Redis {
+    /// Fast probes and a `[fleet]` table on this server, with `settings` (such as
+    /// `replica_id = "x"`) added. Redis operations get 5 s: a loaded CI machine is slow.
+    fn fleet_toml(&self, settings: &str) -> String {
+        format!(
+            "{FAST_PROBES}[fleet]\nredis_url = \"redis://127.0.0.1:{}/0\"\nlease = \"600ms\"\nop_timeout = \"5s\"\n{settings}\n",
+            self.1
+        )
+    }
+}
+
+/// A plain chat call to `serve` that prefers Seoul.
+async fn prefer_seoul(http: &reqwest::Client, serve: &Serve) -> reqwest::Result<reqwest::Response> {
+    http.post(serve.url("/v1/chat/completions"))
+        .header("x-sluice-region", "ap-northeast-2")
+        .json(&chat_body(false))
+        .send()
+        .await
+}
+
 impl Drop for Redis {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -48,12 +68,7 @@ async fn two_serve_replicas_share_a_retry_after() {
     let redis = Redis::start().await;
     let regions = mocks(&[("ap-northeast-2", "Seoul"), ("ap-northeast-1", "Tokyo")]).await;
     let (seoul, tokyo) = (&regions[0], &regions[1]);
-    let fleet = |id: &str| {
-        format!(
-            "{FAST_PROBES}[fleet]\nredis_url = \"redis://127.0.0.1:{}/0\"\nreplica_id = \"{id}\"\nlease = \"600ms\"\n",
-            redis.1
-        )
-    };
+    let fleet = |id: &str| redis.fleet_toml(&format!("replica_id = \"{id}\""));
     let serves = [
         Serve::start(&write_config(&temp_dir("fleet-1"), &[seoul, tokyo], &fleet("serve-1")), &[], &[]).await,
         Serve::start(&write_config(&temp_dir("fleet-2"), &[seoul, tokyo], &fleet("serve-2")), &[], &[]).await,
@@ -62,12 +77,7 @@ async fn two_serve_replicas_share_a_retry_after() {
         eventually("fleet mode connects", || async { serve.stderr().contains("fleet: connected").then_some(()) }).await;
     }
     let http = http();
-    let call = |serve: &Serve| {
-        http.post(serve.url("/v1/chat/completions"))
-            .header("x-sluice-region", "ap-northeast-2")
-            .json(&chat_body(false))
-            .send()
-    };
+    let call = |serve| prefer_seoul(&http, serve);
 
     seoul.set_rate_limited(Some(Duration::from_secs(30)));
     let r = call(&serves[0]).await.expect("replica 1 answers");
@@ -100,10 +110,7 @@ async fn redis_auth_comes_from_an_environment_variable() {
     const PASSWORD: &str = "fleet-secret-7f3a";
     let redis = Redis::start_with(&["--requirepass", PASSWORD]).await;
     let regions = mocks(&[("ap-northeast-2", "Seoul")]).await;
-    let fleet = format!(
-        "{FAST_PROBES}[fleet]\nredis_url = \"redis://127.0.0.1:{}/0\"\npassword_env = \"SLUICE_E2E_REDIS_PASSWORD\"\nlease = \"600ms\"\nop_timeout = \"5s\"\n",
-        redis.1
-    );
+    let fleet = redis.fleet_toml("password_env = \"SLUICE_E2E_REDIS_PASSWORD\"");
     let config = write_config(&temp_dir("fleet-auth"), &[&regions[0]], &fleet);
     let good = Serve::start(&config, &[], &[("SLUICE_E2E_REDIS_PASSWORD", PASSWORD)]).await;
     eventually("fleet mode connects with the password", || async {
@@ -139,12 +146,7 @@ async fn an_admin_drain_applies_to_the_whole_fleet() {
     let redis = Redis::start().await;
     let regions = mocks(&[("ap-northeast-2", "Seoul"), ("ap-northeast-1", "Tokyo")]).await;
     let (seoul, tokyo) = (&regions[0], &regions[1]);
-    let fleet = |id: &str| {
-        format!(
-            "{FAST_PROBES}[fleet]\nredis_url = \"redis://127.0.0.1:{}/0\"\nreplica_id = \"{id}\"\nlease = \"600ms\"\n",
-            redis.1
-        )
-    };
+    let fleet = |id: &str| redis.fleet_toml(&format!("replica_id = \"{id}\""));
     let admin = ["--admin-key-env", "SLUICE_E2E_ADMIN"];
     let env = [("SLUICE_E2E_ADMIN", KEY)];
     let serves = [
@@ -202,12 +204,7 @@ async fn fleet_mode_follows_a_reload_that_reorders_regions() {
     let redis = Redis::start().await;
     let regions = mocks(&[("ap-northeast-2", "Seoul"), ("ap-northeast-1", "Tokyo")]).await;
     let (seoul, tokyo) = (&regions[0], &regions[1]);
-    let fleet = |id: &str| {
-        format!(
-            "{FAST_PROBES}[fleet]\nredis_url = \"redis://127.0.0.1:{}/0\"\nreplica_id = \"{id}\"\nlease = \"600ms\"\nop_timeout = \"5s\"\n",
-            redis.1
-        )
-    };
+    let fleet = |id: &str| redis.fleet_toml(&format!("replica_id = \"{id}\""));
     let dir = temp_dir("fleet-reload-1");
     let config = write_config(&dir, &[seoul, tokyo], &fleet("serve-1"));
     let serves = [
@@ -231,12 +228,7 @@ async fn fleet_mode_follows_a_reload_that_reorders_regions() {
     .await;
 
     let http = http();
-    let call = |serve: &Serve| {
-        http.post(serve.url("/v1/chat/completions"))
-            .header("x-sluice-region", "ap-northeast-2")
-            .json(&chat_body(false))
-            .send()
-    };
+    let call = |serve| prefer_seoul(&http, serve);
     seoul.set_rate_limited(Some(Duration::from_secs(30)));
     let r = call(&serves[0]).await.expect("replica 1 answers");
     assert_eq!(r.headers()["x-sluice-region"], "ap-northeast-1", "replica 1 failed over from the 429");
