@@ -111,38 +111,25 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
     std::fs::write(&config, text).map_err(|e| CliError::Failed(format!("cannot write the config: {e}")))?;
 
     let exe = std::env::current_exe().map_err(|e| CliError::Failed(format!("cannot find this program: {e}")))?;
-    let mut child = std::process::Command::new(exe)
-        .arg("serve")
-        .arg("--config")
-        .arg(&config)
-        .args(["--listen", "127.0.0.1:0"])
-        .args(["--threads", &args.serve_threads.to_string()])
-        .args(args.no_access_log.then_some("--no-access-log"))
-        .env_remove("OPENAI_API_KEY")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| CliError::Failed(format!("cannot start sluice serve: {e}")))?;
-    let stdout = child.stdout.take().ok_or_else(|| CliError::Failed("no stdout from sluice serve".to_owned()))?;
-    let line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        line
-    })
-    .await
-    .unwrap_or_default();
-    let addr = line.split("http://").nth(1).and_then(|r| r.split_whitespace().next()).map(str::to_owned);
-    let Some(addr) = addr else {
-        let _ = child.kill();
-        return Err(CliError::Failed(format!("sluice serve did not start: `{}`", line.trim())));
+    let threads = args.serve_threads.to_string();
+    let mut serve_args = vec!["serve".into(), "--config".into(), config.clone().into_os_string()];
+    serve_args.extend(["--listen", "127.0.0.1:0", "--threads", &threads].map(Into::into));
+    if args.no_access_log {
+        serve_args.push("--no-access-log".into());
+    }
+    let (mut serve, serve_addr) = spawn_child(&exe, "sluice serve", &serve_args).await?;
+    let floor_args = ["bench-floor", "--upstream", &mock.url(), "--threads", &threads].map(Into::into);
+    let (mut floor, floor_addr) = match spawn_child(&exe, "sluice bench-floor", &floor_args).await {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = serve.kill();
+            return Err(e);
+        }
     };
 
-    let proxy_addr: SocketAddr =
-        addr.parse().map_err(|e| CliError::Failed(format!("bad address from sluice serve `{addr}`: {e}")))?;
     let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"ping"}],"temperature":0}"#;
-    let direct = RawPool::new(mock.addr(), body);
-    let proxy = RawPool::new(proxy_addr, body);
+    let pools = [RawPool::new(mock.addr(), body), RawPool::new(floor_addr, body), RawPool::new(serve_addr, body)];
+    let children = [None, Some(floor.id()), Some(serve.id())];
 
     let seconds = Duration::from_secs_f64(args.seconds);
     let warmup = Duration::from_secs_f64(args.warmup);
@@ -153,109 +140,162 @@ pub(crate) async fn run(args: BenchArgs) -> Result<ExitCode, CliError> {
         args.rounds, args.seconds, args.warmup
     );
     println!(
-        "  serve: {} worker thread(s), access log {} (stderr to /dev/null); load average before: {load_before}",
+        "  serve and floor: {} worker thread(s) each; serve's access log {} (stderr to /dev/null); load average before: {load_before}",
         args.serve_threads,
         if args.no_access_log { "off" } else { "on" }
     );
+    println!(
+        "  paths: direct (generator to mock), floor (a bare axum + reqwest forwarder: no routing, health, metrics or logs), serve (sluice serve)"
+    );
     for &rate in &args.rates {
-        // Rounds alternate the two paths so that both see the same background noise.
+        // Rounds alternate the paths so that all of them see the same background noise.
         let mut rounds = Vec::new();
         for round in 0..args.rounds {
-            let mut pair = [Measurement::new(), Measurement::new()];
-            let mut cpu = [(0u64, 0u64), (0u64, 0u64)];
-            for (i, pool) in [&direct, &proxy].into_iter().enumerate() {
+            let mut measured = [Measurement::new(), Measurement::new(), Measurement::new()];
+            let mut ticks = [0u64; 3];
+            for (i, pool) in pools.iter().enumerate() {
                 if !warmup.is_zero() && round == 0 {
                     let _ = load(pool, rate, warmup).await;
                 }
-                let before = (cpu_ticks(std::process::id()), cpu_ticks(child.id()));
-                let m = load(pool, rate, seconds).await;
-                let after = (cpu_ticks(std::process::id()), cpu_ticks(child.id()));
-                if let (Some(a), Some(b), Some(c), Some(d)) = (before.0, after.0, before.1, after.1) {
-                    cpu[i] = (b - a, d - c);
+                let before = children[i].and_then(cpu_ticks);
+                measured[i] = load(pool, rate, seconds).await;
+                let after = children[i].and_then(cpu_ticks);
+                if let (Some(a), Some(b)) = (before, after) {
+                    ticks[i] = b.saturating_sub(a);
                 }
-                pair[i] = m;
             }
-            let round = Round::new(pair, cpu[1].1);
+            let round = Round::new(&measured, ticks);
             println!(
-                "  {rate:>5} rps round {}: direct p50 {} p99 {}, serve p50 {} p99 {}, overhead p50 {} p99 {}, serve CPU {:.1} µs/call, errors {} + {}, sent late {} + {}",
+                "  {rate:>5} rps round {}: p50/p99 direct {}/{}, floor {}/{}, serve {}/{}; serve overhead p50 {} p99 {}; CPU per call floor {:.1} µs, serve {:.1} µs; errors {}; sent late {}",
                 rounds.len() + 1,
-                us(round.direct.0),
-                us(round.direct.1),
-                us(round.serve.0),
-                us(round.serve.1),
-                signed_us(round.serve.0, round.direct.0),
-                signed_us(round.serve.1, round.direct.1),
-                round.serve_cpu_us,
-                round.errors.0,
-                round.errors.1,
-                round.late.0,
-                round.late.1,
+                us(round.p[0].0),
+                us(round.p[0].1),
+                us(round.p[1].0),
+                us(round.p[1].1),
+                us(round.p[2].0),
+                us(round.p[2].1),
+                signed_us(round.p[2].0, round.p[0].0),
+                signed_us(round.p[2].1, round.p[0].1),
+                round.cpu_us[1],
+                round.cpu_us[2],
+                round.errors.map(|e| e.to_string()).join(" + "),
+                round.late.map(|e| e.to_string()).join(" + "),
             );
             rounds.push(round);
         }
         rows.push((rate, rounds));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    for child in [&mut serve, &mut floor] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     let _ = std::fs::remove_dir_all(&dir);
 
     let mut table = Table::new(&[
         "rate",
         "direct p50",
         "direct p99",
+        "floor p99",
         "serve p50",
         "serve p99",
         "overhead p50",
         "overhead p99",
+        "floor CPU/call",
         "serve CPU/call",
         "errors",
     ]);
     let mut failed = false;
     for (rate, rounds) in &rows {
         let med = |f: &dyn Fn(&Round) -> i64| median(rounds.iter().map(f).collect());
-        let errors: (u64, u64) = rounds.iter().fold((0, 0), |acc, r| (acc.0 + r.errors.0, acc.1 + r.errors.1));
-        failed |= errors.0 + errors.1 > 0;
-        let cpu = median(rounds.iter().map(|r| (r.serve_cpu_us * 10.0) as i64).collect()) as f64 / 10.0;
+        let mut errors = [0u64; 3];
+        for r in rounds {
+            for (total, e) in errors.iter_mut().zip(r.errors) {
+                *total += e;
+            }
+        }
+        failed |= errors.iter().any(|e| *e > 0);
+        let cpu = |i: usize| median(rounds.iter().map(|r| (r.cpu_us[i] * 10.0) as i64).collect()) as f64 / 10.0;
         table.row(vec![
             format!("{rate} rps"),
-            us(med(&|r| r.direct.0 as i64) as u64),
-            us(med(&|r| r.direct.1 as i64) as u64),
-            us(med(&|r| r.serve.0 as i64) as u64),
-            us(med(&|r| r.serve.1 as i64) as u64),
-            signed(med(&|r| r.serve.0 as i64 - r.direct.0 as i64)),
-            signed(med(&|r| r.serve.1 as i64 - r.direct.1 as i64)),
-            format!("{cpu:.1} µs"),
-            format!("{} + {}", errors.0, errors.1),
+            us(med(&|r| r.p[0].0 as i64) as u64),
+            us(med(&|r| r.p[0].1 as i64) as u64),
+            us(med(&|r| r.p[1].1 as i64) as u64),
+            us(med(&|r| r.p[2].0 as i64) as u64),
+            us(med(&|r| r.p[2].1 as i64) as u64),
+            signed(med(&|r| r.p[2].0 as i64 - r.p[0].0 as i64)),
+            signed(med(&|r| r.p[2].1 as i64 - r.p[0].1 as i64)),
+            format!("{:.1} µs", cpu(1)),
+            format!("{:.1} µs", cpu(2)),
+            errors.map(|e| e.to_string()).join(" + "),
         ]);
     }
     println!();
-    println!("median over {} alternating round(s); load average after: {}", args.rounds, load_average());
+    println!(
+        "median over {} alternating round(s); overhead = serve minus direct; errors = direct + floor + serve; load average after: {}",
+        args.rounds,
+        load_average()
+    );
     print!("{}", table.render());
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
-/// One round at one rate: p50 and p99 of each path, the serve child's CPU per call, and
-/// errors (errors plus dropped calls) of each path.
+/// Starts this program with `args` and waits for the `http://ADDR` it prints first.
+async fn spawn_child(
+    exe: &std::path::Path,
+    what: &str,
+    args: &[std::ffi::OsString],
+) -> Result<(std::process::Child, SocketAddr), CliError> {
+    let mut child = std::process::Command::new(exe)
+        .args(args)
+        .env_remove("OPENAI_API_KEY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| CliError::Failed(format!("cannot start {what}: {e}")))?;
+    let stdout = child.stdout.take().ok_or_else(|| CliError::Failed(format!("no stdout from {what}")))?;
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        line
+    })
+    .await
+    .unwrap_or_default();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse::<SocketAddr>().ok());
+    match addr {
+        Some(addr) => Ok((child, addr)),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err(CliError::Failed(format!("{what} did not start: `{}`", line.trim())))
+        }
+    }
+}
+
+/// One round at one rate, per path (direct, floor, serve): p50 and p99, the child's CPU per
+/// call (0 for the direct path, which has no child), errors plus dropped calls, late sends.
 struct Round {
-    direct: (u64, u64),
-    serve: (u64, u64),
-    serve_cpu_us: f64,
-    errors: (u64, u64),
-    /// Calls the generator sent more than 2 ms after their slot, per path.
-    late: (u64, u64),
+    p: [(u64, u64); 3],
+    cpu_us: [f64; 3],
+    errors: [u64; 3],
+    /// Calls the generator sent more than 2 ms after their slot.
+    late: [u64; 3],
 }
 
 impl Round {
-    fn new(pair: [Measurement; 2], serve_ticks: u64) -> Self {
+    fn new(measured: &[Measurement; 3], ticks: [u64; 3]) -> Self {
         let q = |m: &Measurement| (m.latencies.value_at_quantile(0.5), m.latencies.value_at_quantile(0.99));
         // Clock ticks are 10 ms on Linux.
-        let serve_cpu_us = serve_ticks as f64 * 10_000.0 / pair[1].latencies.len().max(1) as f64;
+        let cpu = |i: usize| ticks[i] as f64 * 10_000.0 / measured[i].latencies.len().max(1) as f64;
         Self {
-            direct: q(&pair[0]),
-            serve: q(&pair[1]),
-            serve_cpu_us,
-            errors: (pair[0].errors + pair[0].dropped, pair[1].errors + pair[1].dropped),
-            late: (pair[0].late, pair[1].late),
+            p: [q(&measured[0]), q(&measured[1]), q(&measured[2])],
+            cpu_us: [0.0, cpu(1), cpu(2)],
+            errors: [0, 1, 2].map(|i| measured[i].errors + measured[i].dropped),
+            late: [0, 1, 2].map(|i| measured[i].late),
         }
     }
 }

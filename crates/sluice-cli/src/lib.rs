@@ -2,6 +2,7 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod bench;
+mod bench_floor;
 mod chat;
 pub mod config;
 mod demo;
@@ -59,6 +60,9 @@ enum Command {
     /// Measures the proxy's latency overhead against calling loopback mocks directly.
     #[command(hide = true)]
     BenchServe(bench::BenchArgs),
+    /// The bare forwarder that `bench-serve` measures as the floor of any proxy's cost.
+    #[command(hide = true)]
+    BenchFloor(bench_floor::FloorArgs),
 }
 
 #[derive(Debug, Args)]
@@ -181,6 +185,7 @@ fn runtime(command: &Command) -> std::io::Result<tokio::runtime::Runtime> {
     let threads = match command {
         Command::Serve(args) => args.threads,
         Command::BenchServe(args) => args.threads(),
+        Command::BenchFloor(args) => args.threads,
         _ => 0,
     };
     let mut builder = match threads {
@@ -249,6 +254,7 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
         }
         Command::Simulate(args) => simulate::run(args).await,
         Command::BenchServe(args) => bench::run(args).await,
+        Command::BenchFloor(args) => bench_floor::run(args).await,
         Command::CheckConfig(args) => check_config(&args),
         Command::Status(args) => ops::status(args).await,
     }

@@ -159,9 +159,11 @@ async fn simulate_runs_a_short_scenario() {
 }
 
 #[tokio::test]
-async fn bench_serve_measures_both_paths() {
+async fn bench_serve_measures_every_path() {
     let out = run(&["bench-serve", "--rates", "100", "--seconds", "0.3", "--warmup", "0", "--rounds", "1"], &[]).await;
     let (stdout, stderr) = texts(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("overhead p99") && stdout.contains("100 rps"), "{stdout}");
+    // The bare forwarder ran as the floor, and every path answered every call.
+    assert!(stdout.contains("floor CPU/call") && stdout.contains("0 + 0 + 0"), "{stdout}");
 }
