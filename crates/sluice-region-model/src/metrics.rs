@@ -25,9 +25,16 @@ pub const DEFAULT_ERROR_ALPHA: f64 = 0.1;
 const PROBE_RTT_ALPHA: f64 = 0.3;
 
 /// Smallest weight of one successful call's latency in the baseline (the node's usual
-/// latency, which the latency estimate decays towards). The first samples weigh `1/n` (a plain
-/// mean).
-pub const DEFAULT_BASELINE_ALPHA: f64 = 0.02;
+/// latency, which the latency estimate decays towards): one answer in 200, the number after
+/// which the locality strategy counts a baseline as established. The first samples weigh
+/// `1/n` (a plain mean).
+///
+/// The weight is per answer, so the baseline's memory is a number of answers, not a time: a
+/// region answering 100 calls a second with a weight of 0.02 forgot everything older than
+/// half a second, and a handful of slow answers from the long tail of LLM answer times (or
+/// the slowest calls, which are the last to finish once a region stops getting new ones)
+/// moved it by a quarter, enough to pass for "clearly slower" than the next region.
+pub const DEFAULT_BASELINE_ALPHA: f64 = 0.005;
 
 /// Multiplicative decrease of the learned concurrency limit on a 429 (AIMD, as Netflix's
 /// concurrency-limits `AIMDLimit`).
@@ -40,8 +47,16 @@ pub const DEFAULT_LIMIT_BACKOFF: f64 = 0.9;
 pub const DEFAULT_LIMIT_REGROWTH: Duration = Duration::from_secs(20);
 
 /// Past the old limit, the learned limit doubles every this long (see
-/// [`DEFAULT_LIMIT_REGROWTH`]).
-pub const LIMIT_PROBE_DOUBLING: Duration = Duration::from_secs(5);
+/// [`DEFAULT_LIMIT_REGROWTH`]): 2 s. A region that still throttles answers the first call
+/// above the old limit with a 429 whatever the pace, so the pace only matters once the
+/// throttle has ended, when every second spent below the region's real capacity sends calls
+/// farther away.
+pub const LIMIT_PROBE_DOUBLING: Duration = Duration::from_secs(2);
+
+/// A 429 that meets at most this many calls in flight at the node (the throttled call's own
+/// included, if its guard is still held) is a **lone call**: it says nothing about how many
+/// calls the node serves at once (see [`NodeMetrics::record_throttle`]).
+pub const LONE_CALLS: u32 = 1;
 
 /// 429s within this long of the one that lowered the limit belong to the same overload (the
 /// calls that were already on their way) and lower it only once.
@@ -98,9 +113,12 @@ const DECAY_SKIP_NS: u64 = 1_000_000;
 /// which sets it to [`DEFAULT_LIMIT_BACKOFF`] × the calls then in flight; each later 429
 /// (one per [`LIMIT_DROP_WINDOW`]) sets it to [`DEFAULT_LIMIT_BACKOFF`] × the smaller of
 /// itself and the calls in flight. "The calls in flight" is never taken below the most calls
-/// the node served successfully at once since the previous drop, and when it served none, a
-/// 429 only backs the limit off: a 429 that meets a lone call (a quota, or the first call
-/// after a Retry-After cooldown) says nothing about concurrency. Successes let
+/// the node served successfully at once since the previous drop, counting only calls that
+/// started after that drop (a call accepted before it proves nothing about the node since).
+/// When it served none, a 429 that meets a lone call ([`LONE_CALLS`]) only backs the limit
+/// off: a quota, or the first call after a Retry-After cooldown, says nothing about
+/// concurrency; one that meets several calls in flight sets the limit from them, so a region
+/// whose capacity fell (48 to 16) is learned in two or three drops, not ten. Successes let
 /// it regrow along `W(t) = W_max · (1 + (1 − backoff) · ((t − K) / K)³)` up to `t = K`
 /// (CUBIC's concave approach), where `W_max` is the limit before the last 429, `t` the time
 /// since and `K` = [`DEFAULT_LIMIT_REGROWTH`], and past it double every
@@ -145,8 +163,9 @@ pub struct NodeMetrics {
     limit_max_bits: AtomicU64,
     /// When the last 429 lowered the limit, nanoseconds since the epoch plus one; 0 = never.
     limit_drop_at: AtomicU64,
-    /// The most calls in flight at a success since the last 429 lowered the limit (or ever,
-    /// before the first): what the node has shown it serves. Written under `estimate_lock`.
+    /// The most calls in flight at the success of a call that started after the last 429
+    /// lowered the limit (or ever, before the first): what the node has shown it serves.
+    /// Written under `estimate_lock`.
     served_peak: AtomicU32,
     successes: AtomicU64,
     failures: AtomicU64,
@@ -285,13 +304,14 @@ impl NodeMetrics {
         // meets one lone call (a quota or rate limit, or the first call after a Retry-After
         // cooldown drained the node) says nothing about how many calls it serves at once.
         let served = self.served_peak.swap(0, Ordering::Relaxed);
-        let in_flight = f64::from(self.in_flight().max(served).max(1));
+        let now_in_flight = self.in_flight();
+        let in_flight = f64::from(now_in_flight.max(served).max(1));
         let configured_or_inf = if configured == 0 { f64::INFINITY } else { f64::from(configured) };
         let current = match (learned.is_nan(), served) {
             (true, _) => in_flight,
-            // Nothing served since the last drop: the calls in flight tell nothing new, so
-            // the learned limit only backs off.
-            (false, 0) => learned,
+            // Nothing served since the last drop and a lone call: it tells nothing new, so the
+            // learned limit only backs off.
+            (false, 0) if now_in_flight <= LONE_CALLS => learned,
             (false, _) => learned.min(in_flight),
         }
         .min(configured_or_inf);
@@ -405,10 +425,14 @@ impl NodeMetrics {
             None => decayed,
         };
         self.latency_bits.store(latency.to_bits(), Ordering::Relaxed);
-        if success {
+        let dropped = self.limit_drop_at.load(Ordering::Relaxed);
+        // What the node served at once, counting only calls that started after the last drop:
+        // the calls it was serving when its capacity fell finish after the drop, and the
+        // number still in flight then says nothing about the capacity now.
+        let started_ns = now_ns.saturating_sub(sample.unwrap_or(0.0) as u64);
+        if success && (dropped == 0 || started_ns >= dropped - 1) {
             self.served_peak.fetch_max(self.in_flight(), Ordering::Relaxed);
         }
-        let dropped = self.limit_drop_at.load(Ordering::Relaxed);
         if success && dropped != 0 {
             let learned = f64::from_bits(self.learned_limit_bits.load(Ordering::Relaxed));
             let target = self.regrown_limit(now_ns.saturating_sub(dropped - 1));
@@ -851,13 +875,15 @@ mod tests {
     #[test]
     fn baseline_is_a_mean_then_an_ewma_and_a_fresh_sample_wins_after_quiet() {
         let (m, t0) = metrics();
-        for i in 0..100 {
+        // A plain mean until `1/n` falls to the EWMA weight.
+        let n = (1.0 / DEFAULT_BASELINE_ALPHA) as u32;
+        for i in 0..n {
             m.record_success(if i % 2 == 0 { 100 * MS } else { 300 * MS }, t0 + i * MS);
         }
         let base = m.latency_baseline_ns().unwrap();
         assert!((base - 200e6).abs() < 10e6, "{base}");
         // One outlier moves it by the EWMA weight only.
-        let at = t0 + 100 * MS;
+        let at = t0 + n * MS;
         m.record_success(2200 * MS, at);
         let moved = m.latency_baseline_ns().unwrap() - base;
         assert!(moved > 0.0 && moved <= DEFAULT_BASELINE_ALPHA * 2100e6, "{moved}");
@@ -957,6 +983,41 @@ mod tests {
         drop(two);
         m.record_throttle(t0 + 4 * LIMIT_DROP_WINDOW);
         assert!((m.learned_limit().unwrap() - 2.7).abs() < 1e-9, "{:?}", m.learned_limit());
+        drop(lone);
+    }
+
+    #[test]
+    fn a_capacity_drop_is_learned_from_new_calls_not_from_those_draining() {
+        let (m, t0) = metrics();
+        // The node serves 48 at once...
+        let mut old: Vec<_> = (0..48).map(|_| m.start_request()).collect();
+        m.record_success(400 * MS, t0);
+        // ...then its capacity falls to 16: the first 429 meets the 48 it was serving.
+        let t1 = t0 + 10 * LIMIT_DROP_WINDOW;
+        m.record_throttle(t1);
+        assert!((m.learned_limit().unwrap() - 43.2).abs() < 1e-9, "{:?}", m.learned_limit());
+        // During the Retry-After cooldown the calls accepted before the drop finish, many
+        // still in flight: they prove nothing about the capacity now.
+        for i in 0..8 {
+            old.pop();
+            m.record_success(1500 * MS, t1 + (i + 1) * 100 * MS);
+        }
+        // After the cooldown 16 new calls are on their way and the 17th meets a 429: the
+        // limit comes from those 16, not from the 40 that were draining.
+        old.truncate(0);
+        let new: Vec<_> = (0..16).map(|_| m.start_request()).collect();
+        m.record_throttle(t1 + 2 * LIMIT_DROP_WINDOW);
+        assert!((m.learned_limit().unwrap() - 14.4).abs() < 1e-9, "{:?}", m.learned_limit());
+        // Calls that started after that drop do count: 10 served at once bound the next drop,
+        // even when the 429 meets a lone call.
+        let t2 = t1 + 2 * LIMIT_DROP_WINDOW;
+        drop(new);
+        let served: Vec<_> = (0..10).map(|_| m.start_request()).collect();
+        m.record_success(400 * MS, t2 + 500 * MS);
+        drop(served);
+        let lone = m.start_request();
+        m.record_throttle(t2 + 2 * LIMIT_DROP_WINDOW);
+        assert!((m.learned_limit().unwrap() - 9.0).abs() < 1e-9, "{:?}", m.learned_limit());
         drop(lone);
     }
 
