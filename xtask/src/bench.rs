@@ -310,7 +310,8 @@ fn kept_sections(previous: &str, suites: &[Suite], packages: &[String]) -> Strin
         let head = format!("### `{package}`\n");
         let Some(start) = previous.find(&head) else { continue };
         let body = &previous[start + head.len()..];
-        let end = body.find("\n### ").or_else(|| body.find("\n## ")).map_or(body.len(), |e| e + 1);
+        // The section ends at the next heading of either level, whichever comes first.
+        let end = [body.find("\n### "), body.find("\n## ")].into_iter().flatten().min().map_or(body.len(), |e| e + 1);
         let body = body[..end].trim_start_matches('\n');
         let body = match body.strip_prefix("Kept from an earlier run") {
             // Already kept once: keep the original note.
@@ -555,7 +556,7 @@ mod tests {
 
     #[test]
     fn keeps_sections_of_suites_not_rerun() {
-        let previous = "| date | 2026-11-26 18:53 UTC |\n| commit | ed5ddb5 |\n\n## Criterion suites\n\n### `a`\n\nA table.\n\n### `b`\n\nB table.\n\n## Strategy simulator\n";
+        let previous = "| date | 2026-11-26 18:53 UTC |\n| commit | ed5ddb5 |\n\n## Criterion suites\n\n### `a`\n\nA table.\n\n### `b`\n\nB table.\n\n## Strategy simulator\n\nIntro.\n\n### Targets\n";
         let ran = [Suite { package: "a".to_owned(), outcome: Ok(Vec::new()), took: Duration::ZERO }];
         let kept = kept_sections(previous, &ran, &["a".to_owned(), "b".to_owned()]);
         assert!(!kept.contains("A table"), "{kept}");
@@ -564,6 +565,9 @@ mod tests {
             "{kept}"
         );
         assert!(kept.contains("B table.\n"), "{kept}");
+        // The last suite's section ends at the next heading of any level: the simulator's
+        // section is written afresh, never kept.
+        assert!(!kept.contains("Strategy simulator") && !kept.contains("Intro"), "{kept}");
         // Kept again later: the original note stays.
         let again = kept_sections(&format!("| date | later |\n{kept}## x\n"), &ran, &["b".to_owned()]);
         assert_eq!(again, kept);
