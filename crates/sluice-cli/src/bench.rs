@@ -337,7 +337,15 @@ impl RawPool {
 
     /// One call: `Ok(true)` for a 2xx answer read to its end.
     async fn call(&self) -> io::Result<bool> {
-        let pooled = self.idle.lock().pop();
+        // Like any HTTP client's pool, skip connections the server has closed while they
+        // sat idle (serve closes a keep-alive connection idle past `header_read_timeout`).
+        let pooled = loop {
+            let Some(s) = self.idle.lock().pop() else { break None };
+            let mut probe = [0u8; 1];
+            if matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+                break Some(s);
+            }
+        };
         let mut stream = match pooled {
             Some(s) => s,
             None => {

@@ -65,7 +65,16 @@ pub(crate) fn init_logs(format: LogFormat, access_log: bool) -> Telemetry {
         LogFormat::Text => fmt.with_target(false).boxed(),
         LogFormat::Json => fmt.json().flatten_event(true).with_current_span(false).boxed(),
     };
-    let registry = tracing_subscriber::registry().with(filter("info", access_log)).with(fmt);
+    // Log lines are flat events: each names its region, model or request itself, and the
+    // access log holds one line per call. Spans (one per call and per attempt) go only to
+    // OpenTelemetry, so that with no exporter they cost nothing: formatting their fields for
+    // the log's span context cost more per call than the rest of the logging together.
+    // Every layer has its own filter and none has a global one: a span no layer wants is
+    // then never created.
+    let fmt = fmt
+        .with_filter(filter("info", access_log))
+        .with_filter(tracing_subscriber::filter::filter_fn(|meta| !meta.is_span()));
+    let registry = tracing_subscriber::registry().with(fmt);
     #[cfg(feature = "otel")]
     {
         let (layer, otel, problem) = match crate::otel::start() {
@@ -74,6 +83,7 @@ pub(crate) fn init_logs(format: LogFormat, access_log: bool) -> Telemetry {
             Err(problem) => (None, None, Some(problem)),
         };
         let exporting = otel.is_some();
+        let layer = layer.map(|l| l.with_filter(filter("info", access_log)));
         if registry.with(layer).try_init().is_err() {
             return Telemetry::default();
         }

@@ -255,6 +255,7 @@ impl ClientBuilder {
             default_caller: self.default_caller.map(Caller::new),
             prober: Mutex::new(prober),
             models: Arc::default(),
+            instruments: Arc::default(),
             routes,
             credentials: CredentialBlocks::new(snapshot_len, epoch),
         };

@@ -33,7 +33,7 @@ use crate::{
     rescue::{RescueHub, now},
     routing::{CallRoute, Routes},
     stream::{open_chat, open_raw},
-    telemetry::{self, CALL_MODEL, ModelLabels},
+    telemetry::{self, CALL_MODEL, Instruments, ModelLabels},
     trace::TraceParent,
 };
 
@@ -70,6 +70,8 @@ pub(crate) struct Inner {
     pub(crate) default_caller: Option<Caller>,
     pub(crate) prober: Mutex<Option<ProberHandle>>,
     pub(crate) models: Arc<ModelLabels>,
+    /// Metric handles by label values, shared by every generation of this state.
+    pub(crate) instruments: Arc<Instruments>,
     /// Providers, models and zones per node, and the model routing tables.
     pub(crate) routes: Arc<Routes>,
     /// Nodes that refused our key recently.
@@ -651,9 +653,10 @@ impl Inner {
         };
         let fut = attempt(Attempt { inner: Arc::clone(self), node, guard, deadline, started, route });
         let limit = self.timeouts.attempt;
+        let instruments = Arc::clone(&self.instruments);
         Box::pin(
             async move {
-                let watch = telemetry::AttemptWatch::new(region, started);
+                let watch = telemetry::AttemptWatch::new(instruments, region, started);
                 let result = match tokio::time::timeout(limit, fut).await {
                     Ok(r) => r,
                     Err(_) => Err(AttemptError::Timeout),
@@ -738,7 +741,7 @@ impl Inner {
         let started = now();
         let fut = self.run_attempts(options, kind, hedge, attempt).instrument(span.clone());
         let result = CALL_MODEL.scope(Arc::clone(&model), fut).await;
-        telemetry::call_done(&span, &model, result.as_ref().map(|r| &r.meta), started);
+        telemetry::call_done(&self.instruments, &span, &model, result.as_ref().map(|r| &r.meta), started);
         result
     }
 
@@ -921,7 +924,7 @@ impl Inner {
                     {
                         state.hedged = true;
                         if let Some(to) = state.tried.last() {
-                            telemetry::region_event(telemetry::HEDGES_TOTAL, &self.regions[to.index()]);
+                            self.instruments.region_event(telemetry::HEDGES_TOTAL, &self.regions[to.index()]);
                         }
                         inflight.push(fut);
                     }

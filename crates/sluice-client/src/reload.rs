@@ -177,6 +177,7 @@ impl Client {
             default_caller: old.default_caller,
             prober: Mutex::new(prober),
             models: Arc::clone(&old.models),
+            instruments: Arc::clone(&old.instruments),
         };
         self.shared.current.store(Arc::new(next));
         rebuild.providers = providers;

@@ -5,10 +5,14 @@
 //! any exporter sees them.
 
 use std::{
+    collections::HashMap,
+    hash::Hash,
     sync::Arc,
     time::{Duration, Instant},
 };
 
+use arc_swap::ArcSwap;
+use metrics::{Counter, Histogram};
 use parking_lot::RwLock;
 use sluice_health::{HealthEvent, HealthEventKind};
 use tokio::sync::broadcast;
@@ -60,16 +64,24 @@ pub fn describe_metrics() {
 }
 
 /// The bounded set of model label values.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ModelLabels {
     seen: RwLock<Vec<Arc<str>>>,
+    none: Arc<str>,
+    other: Arc<str>,
+}
+
+impl Default for ModelLabels {
+    fn default() -> Self {
+        Self { seen: RwLock::default(), none: Arc::from("none"), other: Arc::from("other") }
+    }
 }
 
 impl ModelLabels {
     /// The label for `model`: itself while fewer than [`MAX_MODEL_LABELS`] are known,
     /// `other` after that, `none` when the call names no model.
     pub(crate) fn label(&self, model: Option<&str>) -> Arc<str> {
-        let Some(model) = model.filter(|m| !m.is_empty()) else { return Arc::from("none") };
+        let Some(model) = model.filter(|m| !m.is_empty()) else { return Arc::clone(&self.none) };
         if let Some(known) = self.seen.read().iter().find(|m| &***m == model) {
             return Arc::clone(known);
         }
@@ -78,7 +90,7 @@ impl ModelLabels {
             return Arc::clone(known);
         }
         if seen.len() >= MAX_MODEL_LABELS {
-            return Arc::from("other");
+            return Arc::clone(&self.other);
         }
         let label: Arc<str> = Arc::from(model);
         seen.push(Arc::clone(&label));
@@ -96,25 +108,106 @@ pub(crate) fn call_model() -> Arc<str> {
     CALL_MODEL.try_with(Arc::clone).unwrap_or_else(|_| Arc::from("none"))
 }
 
-/// Records the end of a call.
-pub(crate) fn call_finished(model: &Arc<str>, outcome: &'static str, elapsed: Duration) {
-    let model = Arc::clone(model);
-    metrics::counter!(CALLS_TOTAL, "model" => Arc::clone(&model), "outcome" => outcome).increment(1);
-    metrics::histogram!(CALL_DURATION_SECONDS, "model" => model, "outcome" => outcome).record(elapsed.as_secs_f64());
+/// Metric handles by their label values, so that recording pays one hash lookup instead of
+/// the recorder's registry lookup (which builds, sorts and hashes a key, and may allocate).
+///
+/// Reads take no lock (an [`ArcSwap`] load); a label set seen for the first time is added
+/// by copy-on-write. At most [`LabelCache::MAX_ENTRIES`] sets are kept: beyond that a handle
+/// is made on every use and not kept, so a flood of label values cannot grow it.
+///
+/// A handle is bound to the recorder installed when it was made: install the recorder
+/// before the first call is recorded.
+pub struct LabelCache<K, H> {
+    map: ArcSwap<HashMap<K, H>>,
 }
 
-/// Records the end of an attempt; `latency` only for a success.
-pub(crate) fn attempt_finished(region: &Arc<str>, model: &Arc<str>, outcome: &'static str, latency: Option<Duration>) {
-    metrics::counter!(ATTEMPTS_TOTAL, "region" => Arc::clone(region), "model" => Arc::clone(model), "outcome" => outcome)
-        .increment(1);
-    if let Some(latency) = latency {
-        metrics::histogram!(ATTEMPT_DURATION_SECONDS, "region" => Arc::clone(region), "model" => Arc::clone(model))
-            .record(latency.as_secs_f64());
+impl<K, H> Default for LabelCache<K, H> {
+    fn default() -> Self {
+        Self { map: ArcSwap::from_pointee(HashMap::new()) }
     }
 }
 
-/// Counts one event labelled by region.
-pub(crate) fn region_event(name: &'static str, region: &Arc<str>) {
+impl<K, H> std::fmt::Debug for LabelCache<K, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LabelCache").field("entries", &self.map.load().len()).finish()
+    }
+}
+
+impl<K: Eq + Hash + Clone, H: Clone> LabelCache<K, H> {
+    /// Label sets kept at most.
+    pub const MAX_ENTRIES: usize = 4096;
+
+    /// The handle for `key`, made by `make` the first time.
+    pub fn get(&self, key: K, make: impl FnOnce(&K) -> H) -> H {
+        if let Some(h) = self.map.load().get(&key) {
+            return h.clone();
+        }
+        let handle = make(&key);
+        if self.map.load().len() < Self::MAX_ENTRIES {
+            self.map.rcu(|map| {
+                let mut map = HashMap::clone(map);
+                map.entry(key.clone()).or_insert_with(|| handle.clone());
+                map
+            });
+        }
+        handle
+    }
+}
+
+/// The client's per-call instruments, shared by every generation of its state.
+#[derive(Debug, Default)]
+pub(crate) struct Instruments {
+    calls: LabelCache<(Arc<str>, &'static str), (Counter, Histogram)>,
+    attempts: LabelCache<(Arc<str>, Arc<str>, &'static str), Counter>,
+    attempt_latency: LabelCache<(Arc<str>, Arc<str>), Histogram>,
+    region_events: LabelCache<(&'static str, Arc<str>), Counter>,
+}
+
+impl Instruments {
+    /// Records the end of a call.
+    pub(crate) fn call_finished(&self, model: &Arc<str>, outcome: &'static str, elapsed: Duration) {
+        let (count, duration) = self.calls.get((Arc::clone(model), outcome), |(model, outcome)| {
+            (
+                metrics::counter!(CALLS_TOTAL, "model" => Arc::clone(model), "outcome" => *outcome),
+                metrics::histogram!(CALL_DURATION_SECONDS, "model" => Arc::clone(model), "outcome" => *outcome),
+            )
+        });
+        count.increment(1);
+        duration.record(elapsed.as_secs_f64());
+    }
+
+    /// Records the end of an attempt; `latency` only for a success.
+    pub(crate) fn attempt_finished(
+        &self,
+        region: &Arc<str>,
+        model: &Arc<str>,
+        outcome: &'static str,
+        latency: Option<Duration>,
+    ) {
+        self.attempts
+            .get((Arc::clone(region), Arc::clone(model), outcome), |(region, model, outcome)| {
+                metrics::counter!(ATTEMPTS_TOTAL, "region" => Arc::clone(region), "model" => Arc::clone(model), "outcome" => *outcome)
+            })
+            .increment(1);
+        if let Some(latency) = latency {
+            self.attempt_latency
+                .get((Arc::clone(region), Arc::clone(model)), |(region, model)| {
+                    metrics::histogram!(ATTEMPT_DURATION_SECONDS, "region" => Arc::clone(region), "model" => Arc::clone(model))
+                })
+                .record(latency.as_secs_f64());
+        }
+    }
+
+    /// Counts one event labelled by region.
+    pub(crate) fn region_event(&self, name: &'static str, region: &Arc<str>) {
+        self.region_events
+            .get((name, Arc::clone(region)), |(name, region)| metrics::counter!(*name, "region" => Arc::clone(region)))
+            .increment(1);
+    }
+}
+
+/// Counts one event labelled by region, on a path too rare to keep a handle for.
+fn region_event(name: &'static str, region: &Arc<str>) {
     metrics::counter!(name, "region" => Arc::clone(region)).increment(1);
 }
 
@@ -125,14 +218,20 @@ pub(crate) fn budget_refused(reason: &'static str) -> bool {
 }
 
 /// Records the end of a call on its span and in the metrics.
-pub(crate) fn call_done(span: &Span, model: &Arc<str>, result: Result<&ResponseMeta, &Error>, started: Instant) {
+pub(crate) fn call_done(
+    instruments: &Instruments,
+    span: &Span,
+    model: &Arc<str>,
+    result: Result<&ResponseMeta, &Error>,
+    started: Instant,
+) {
     let elapsed = now().saturating_duration_since(started);
     let outcome = match result {
         Ok(meta) => {
             span.record("region", &*meta.region);
             span.record("attempts", meta.attempts);
             if meta.failed_over {
-                region_event(FAILOVERS_TOTAL, &meta.region);
+                instruments.region_event(FAILOVERS_TOTAL, &meta.region);
             }
             "ok"
         }
@@ -142,12 +241,13 @@ pub(crate) fn call_done(span: &Span, model: &Arc<str>, result: Result<&ResponseM
         }
     };
     span.record("outcome", outcome);
-    call_finished(model, outcome, elapsed);
+    instruments.call_finished(model, outcome, elapsed);
 }
 
 /// Watches one attempt: records its outcome on its span and in the metrics when it ends,
 /// and as `cancelled` if it is dropped first (a hedge lost, or the call's deadline passed).
 pub(crate) struct AttemptWatch {
+    instruments: Arc<Instruments>,
     region: Arc<str>,
     model: Arc<str>,
     started: Instant,
@@ -155,8 +255,8 @@ pub(crate) struct AttemptWatch {
 }
 
 impl AttemptWatch {
-    pub(crate) fn new(region: Arc<str>, started: Instant) -> Self {
-        Self { region, model: call_model(), started, done: false }
+    pub(crate) fn new(instruments: Arc<Instruments>, region: Arc<str>, started: Instant) -> Self {
+        Self { instruments, region, model: call_model(), started, done: false }
     }
 
     pub(crate) fn finish(mut self, result: Result<(), &AttemptError>) {
@@ -166,10 +266,10 @@ impl AttemptWatch {
             Err(e) => (attempt_label(e), None),
         };
         if matches!(result, Err(AttemptError::Rescued)) {
-            region_event(RESCUES_TOTAL, &self.region);
+            self.instruments.region_event(RESCUES_TOTAL, &self.region);
         }
         Span::current().record("outcome", outcome);
-        attempt_finished(&self.region, &self.model, outcome, latency);
+        self.instruments.attempt_finished(&self.region, &self.model, outcome, latency);
     }
 }
 
@@ -177,7 +277,7 @@ impl Drop for AttemptWatch {
     fn drop(&mut self) {
         if !self.done {
             Span::current().record("outcome", "cancelled");
-            attempt_finished(&self.region, &self.model, "cancelled", None);
+            self.instruments.attempt_finished(&self.region, &self.model, "cancelled", None);
         }
     }
 }
@@ -257,6 +357,33 @@ mod tests {
         }
         assert_eq!(&*labels.label(Some("m0")), "m0");
         assert_eq!(&*labels.label(Some("late")), "other");
+    }
+
+    #[test]
+    fn label_cache_makes_a_handle_once_per_label_set_and_stays_bounded() {
+        let cache: LabelCache<(u32, &'static str), u32> = LabelCache::default();
+        let mut made = 0;
+        for _ in 0..3 {
+            let h = cache.get((7, "ok"), |_| {
+                made += 1;
+                made
+            });
+            assert_eq!(h, 1);
+        }
+        assert_eq!(made, 1, "a kept handle is reused");
+        let max = LabelCache::<(u32, &'static str), u32>::MAX_ENTRIES;
+        for i in 0..max as u32 + 10 {
+            let _ = cache.get((i + 100, "ok"), |_| 0);
+        }
+        assert_eq!(cache.map.load().len(), max, "the cache never grows past its bound");
+        let mut remade = 0;
+        for _ in 0..2 {
+            let _ = cache.get((u32::MAX, "late"), |_| {
+                remade += 1;
+                0
+            });
+        }
+        assert_eq!(remade, 2, "past the bound a handle is made each time and not kept");
     }
 }
 

@@ -7,7 +7,7 @@ use std::{collections::HashSet, sync::Arc};
 use arc_swap::ArcSwap;
 use metrics::{Counter, Gauge, Histogram};
 use parking_lot::RwLock;
-use sluice_client::Client;
+use sluice_client::{Client, telemetry::LabelCache};
 use sluice_region_model::NodeId;
 
 use crate::usage::Usage;
@@ -42,12 +42,26 @@ pub(crate) struct GatewayMetrics {
     pub(crate) disconnect_before_answer: Counter,
     pub(crate) disconnect_mid_answer: Counter,
     models: ModelLabels,
+    /// `sluice_proxy_calls_total` by endpoint, model and status.
+    calls: LabelCache<(&'static str, Arc<str>, &'static str), Counter>,
+    /// `sluice_tokens_total` by region, model and kind.
+    tokens: LabelCache<(Arc<str>, Arc<str>, &'static str), Counter>,
+    /// `sluice_cost_micros_total` by region and model.
+    cost: LabelCache<(Arc<str>, Arc<str>), Counter>,
 }
 
 /// The models that may appear as a `model` label.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ModelLabels {
     known: RwLock<HashSet<Arc<str>>>,
+    none: Arc<str>,
+    other: Arc<str>,
+}
+
+impl Default for ModelLabels {
+    fn default() -> Self {
+        Self { known: RwLock::default(), none: Arc::from("none"), other: Arc::from("other") }
+    }
 }
 
 /// A price per million tokens, in the currency the operator chose.
@@ -121,8 +135,8 @@ impl ModelLabels {
     /// The label for `model`: itself when known, else `other`.
     pub(crate) fn label(&self, model: Option<&str>) -> Arc<str> {
         match model {
-            None | Some("") => Arc::from("none"),
-            Some(m) => self.known.read().get(m).cloned().unwrap_or_else(|| Arc::from("other")),
+            None | Some("") => Arc::clone(&self.none),
+            Some(m) => Arc::clone(self.known.read().get(m).unwrap_or(&self.other)),
         }
     }
 }
@@ -199,6 +213,9 @@ impl GatewayMetrics {
             disconnect_before_answer,
             disconnect_mid_answer,
             models: ModelLabels::default(),
+            calls: LabelCache::default(),
+            tokens: LabelCache::default(),
+            cost: LabelCache::default(),
         }
     }
 
@@ -208,17 +225,21 @@ impl GatewayMetrics {
 
     /// Counts one finished call.
     pub(crate) fn call(&self, endpoint: &'static str, model: &Arc<str>, status: &'static str) {
-        metrics::counter!("sluice_proxy_calls_total", "endpoint" => endpoint, "model" => model.to_string(), "status" => status)
+        self.calls
+            .get((endpoint, Arc::clone(model), status), |(endpoint, model, status)| {
+                metrics::counter!("sluice_proxy_calls_total", "endpoint" => *endpoint, "model" => Arc::clone(model), "status" => *status)
+            })
             .increment(1);
     }
 
     /// Counts the tokens (and the cost, when priced) of one answer.
-    pub(crate) fn usage(&self, region: &str, model: &Arc<str>, usage: Usage, prices: &Prices, price_model: &str) {
-        let m = model.to_string();
-        let r = region.to_owned();
+    pub(crate) fn usage(&self, region: &Arc<str>, model: &Arc<str>, usage: Usage, prices: &Prices, price_model: &str) {
         for (kind, n) in [("input", usage.input), ("output", usage.output), ("cached_input", usage.cached)] {
             if n > 0 {
-                metrics::counter!("sluice_tokens_total", "region" => r.clone(), "model" => m.clone(), "kind" => kind)
+                self.tokens
+                    .get((Arc::clone(region), Arc::clone(model), kind), |(r, m, kind)| {
+                        metrics::counter!("sluice_tokens_total", "region" => Arc::clone(r), "model" => Arc::clone(m), "kind" => *kind)
+                    })
                     .increment(n);
             }
         }
@@ -229,7 +250,11 @@ impl GatewayMetrics {
                 + usage.output as f64 * p.output;
             // Per million tokens, counted in millionths of the currency unit: the token
             // count times the price is already in millionths.
-            metrics::counter!("sluice_cost_micros_total", "region" => r, "model" => m).increment(cost.round() as u64);
+            self.cost
+                .get((Arc::clone(region), Arc::clone(model)), |(r, m)| {
+                    metrics::counter!("sluice_cost_micros_total", "region" => Arc::clone(r), "model" => Arc::clone(m))
+                })
+                .increment(cost.round() as u64);
         }
     }
 }
