@@ -13,7 +13,7 @@ use std::{
 
 use bytes::Bytes;
 use futures_util::{StreamExt, stream::FuturesUnordered};
-use http::{HeaderMap, HeaderValue, Method, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use parking_lot::Mutex;
 use sluice_balancer::{Caller, PickView, Strategy};
 use sluice_health::{
@@ -90,6 +90,8 @@ pub struct CallOptions {
     pub(crate) zones: Option<Arc<[Box<str>]>>,
     only: Option<String>,
     deliver_once: bool,
+    /// Whether a raw call's body asks for a stream, when the caller already knows.
+    streams: Option<bool>,
     pub(crate) trace: Option<TraceParent>,
     pub(crate) caller_key: Option<ApiKey>,
 }
@@ -171,6 +173,15 @@ impl CallOptions {
     /// effect is unknown (a proxy passing through an unknown endpoint).
     pub fn deliver_once(mut self) -> Self {
         self.deliver_once = true;
+        self
+    }
+
+    /// Tells [`Client::raw`] whether the body asks for a stream (`"stream": true`), for a
+    /// caller that has parsed the body already: the client then does not read it again (a
+    /// large body costs a whole JSON scan). Without it, the client reads the flag itself.
+    /// A wrong value is trusted: a streamed call said not to stream may be hedged.
+    pub fn body_streams(mut self, streams: bool) -> Self {
+        self.streams = Some(streams);
         self
     }
 
@@ -376,7 +387,7 @@ impl Client {
         let RawRequest { method, path, headers, body } = request;
         let headers = Arc::new(sanitize_headers(headers));
         let path: Arc<str> = Arc::from(path.trim_start_matches('/'));
-        let stream = is_stream_request(&body);
+        let stream = options.streams.unwrap_or_else(|| is_stream_request(&body));
         let kind = if method == Method::GET || stream { CallKind::Resendable } else { CallKind::Once };
         let inner = self.inner();
         // Hedging applies as for typed calls: not to streams, nor to calls that must not be
@@ -448,7 +459,7 @@ fn is_stream_request(body: &[u8]) -> bool {
 }
 
 fn sanitize_headers(mut headers: HeaderMap) -> HeaderMap {
-    for name in [
+    const DROPPED: [HeaderName; 12] = [
         header::HOST,
         header::CONTENT_LENGTH,
         header::AUTHORIZATION,
@@ -459,11 +470,15 @@ fn sanitize_headers(mut headers: HeaderMap) -> HeaderMap {
         header::TRAILER,
         header::PROXY_AUTHORIZATION,
         header::ACCEPT_ENCODING,
-    ] {
-        headers.remove(name);
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ];
+    // One pass over the (few) names first: most calls carry none of these.
+    if headers.keys().any(|k| DROPPED.contains(k)) {
+        for name in DROPPED {
+            headers.remove(name);
+        }
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
     headers
 }
 

@@ -38,6 +38,19 @@ pub const MODEL_HEADER: &str = "x-sluice-model";
 /// Response header: `true` when the answer is a stored one replayed for an `Idempotency-Key`.
 pub const REPLAY_HEADER: &str = "x-sluice-idempotent-replay";
 
+/// The names Sluice sets on answers, built at compile time: inserting by `&str` parses the
+/// name and copies it into a new allocation on every call.
+mod names {
+    use axum::http::HeaderName;
+
+    pub(super) const REGION: HeaderName = HeaderName::from_static(super::REGION_HEADER);
+    pub(super) const ATTEMPTS: HeaderName = HeaderName::from_static(super::ATTEMPTS_HEADER);
+    pub(super) const REQUEST_ID: HeaderName = HeaderName::from_static(super::REQUEST_ID_HEADER);
+    pub(super) const MODEL: HeaderName = HeaderName::from_static(super::MODEL_HEADER);
+    pub(super) const REPLAY: HeaderName = HeaderName::from_static(super::REPLAY_HEADER);
+    pub(super) const RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
+}
+
 /// One call as the gateway sends it.
 struct Call {
     route: Route,
@@ -64,7 +77,7 @@ pub(crate) async fn v1(
     let notes = notes.map(|Extension(n)| n);
     let mut response = handle(&shared, method, uri, headers, body, &request_id, notes).await;
     if let Ok(v) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, v);
+        response.headers_mut().insert(names::REQUEST_ID, v);
     }
     response
 }
@@ -151,6 +164,10 @@ async fn handle(
     if route.deliver_once {
         options = options.deliver_once();
     }
+    if fields.read {
+        // Known from the check above: the client need not parse the body again.
+        options = options.body_streams(fields.streams());
+    }
     if let Some(key) = caller_key(&headers, shared.required_key.is_some()) {
         options = options.caller_key(key);
     }
@@ -225,7 +242,7 @@ async fn inspect(route: &Route, headers: &HeaderMap, body: Bytes) -> Result<(Bod
     let work = move || {
         if multipart && !content_type.starts_with("application/json") {
             let model = multipart_model(&content_type, &body);
-            return Ok((BodyFields { model, ..BodyFields::default() }, body));
+            return Ok((BodyFields { model, read: true, ..BodyFields::default() }, body));
         }
         if kind == BodyKind::Opaque && body.is_empty() {
             return Ok((BodyFields::default(), body));
@@ -251,7 +268,10 @@ fn check_json(body: &[u8]) -> Result<BodyFields, String> {
         Some(b'{') => {}
         Some(_) => return Err("the request body must be a JSON object".to_owned()),
     }
-    serde_json::from_slice::<BodyFields>(body).map_err(|e| format!("the request body is not valid JSON: {e}"))
+    let mut fields =
+        serde_json::from_slice::<BodyFields>(body).map_err(|e| format!("the request body is not valid JSON: {e}"))?;
+    fields.read = true;
+    Ok(fields)
 }
 
 /// The body with `stream_options.include_usage = true`.
@@ -281,7 +301,7 @@ async fn dispatch(shared: &Arc<Shared>, call: Call, guard: CallGuard) -> Respons
             upstream_error_headers(&shared.headers, &e, &mut r);
             guard.finish(status_label(r.status().as_u16()));
             if let Ok(v) = HeaderValue::from_str(&call.request_id) {
-                r.headers_mut().insert(REQUEST_ID_HEADER, v);
+                r.headers_mut().insert(names::REQUEST_ID, v);
             }
             r
         }
@@ -384,14 +404,14 @@ fn answer(shared: &Arc<Shared>, call: &Call, resp: RawResponse, mut guard: CallG
     let sse = resp.body.is_event_stream();
     let mut headers = shared.headers.downstream(&resp.headers, sse || call.hide_usage_chunk);
     if let Ok(v) = HeaderValue::from_str(&meta.region) {
-        headers.insert(REGION_HEADER, v);
+        headers.insert(names::REGION, v);
     }
-    headers.insert(ATTEMPTS_HEADER, HeaderValue::from(meta.attempts));
+    headers.insert(names::ATTEMPTS, HeaderValue::from(meta.attempts));
     let served_model = meta.model.as_deref().map(str::to_owned).or_else(|| call.fields.model.clone());
     if let Some(model) = &served_model
         && let Ok(v) = HeaderValue::from_str(model)
     {
-        headers.insert(MODEL_HEADER, v);
+        headers.insert(names::MODEL, v);
         guard.set_model(shared.metrics.models().label(Some(model)));
     }
     let status = resp.status;
@@ -520,7 +540,7 @@ fn replay(stored: &Stored, repeat: bool) -> Response {
     *r.status_mut() = stored.status;
     *r.headers_mut() = stored.headers.clone();
     if repeat {
-        r.headers_mut().insert(REPLAY_HEADER, HeaderValue::from_static("true"));
+        r.headers_mut().insert(names::REPLAY, HeaderValue::from_static("true"));
     }
     r
 }
@@ -661,7 +681,7 @@ fn error_response(e: &Error, all_out: bool, note: Option<&str>) -> Response {
     let retry_after = |r: &mut Response, after: std::time::Duration| {
         let secs = after.as_secs_f64().ceil().max(1.0) as u64;
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        r.headers_mut().insert("retry-after-ms", HeaderValue::from(after.as_millis() as u64));
+        r.headers_mut().insert(names::RETRY_AFTER_MS, HeaderValue::from(after.as_millis() as u64));
     };
     let mut response = match e.kind() {
         _ if all_out => {
@@ -730,9 +750,9 @@ fn error_response(e: &Error, all_out: bool, note: Option<&str>) -> Response {
     if let Some(region) = e.region()
         && let Ok(v) = HeaderValue::from_str(region)
     {
-        response.headers_mut().insert(REGION_HEADER, v);
+        response.headers_mut().insert(names::REGION, v);
     }
-    response.headers_mut().insert(ATTEMPTS_HEADER, HeaderValue::from(e.failed_attempts().len()));
+    response.headers_mut().insert(names::ATTEMPTS, HeaderValue::from(e.failed_attempts().len()));
     response
 }
 

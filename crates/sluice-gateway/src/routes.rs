@@ -49,6 +49,9 @@ pub(crate) struct BodyFields {
     pub(crate) file_ids: Option<Vec<String>>,
     #[serde(default)]
     pub(crate) file_id: Option<String>,
+    /// Whether the body was read (as JSON or multipart), so that `stream` is known.
+    #[serde(skip)]
+    pub(crate) read: bool,
 }
 
 /// `stream_options` of a chat or completions request.
