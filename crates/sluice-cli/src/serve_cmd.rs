@@ -62,7 +62,10 @@ pub(crate) async fn run(config: &Config, command: ServeCommand) -> Result<ExitCo
         None => None,
     };
     let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full("sluice_request_duration_seconds".to_owned()), LATENCY_BUCKETS)
+        // Every duration is a histogram with fixed buckets: a sample is one bucket increment,
+        // and histograms add up across replicas (the exporter's default, a summary, keeps
+        // every sample for its quantiles and is costly to drain on a busy gateway).
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
         .and_then(PrometheusBuilder::install_recorder)
         .map_err(|e| CliError::Failed(format!("cannot set up metrics: {e}")))?;
     let server = config.server();

@@ -327,7 +327,8 @@ async fn background(shared: Weak<Shared>) {
         Some(s) => (s.client.health().subscribe(), s.prometheus.clone()),
         None => return,
     };
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut ticks: u64 = 0;
     loop {
         tokio::select! {
             event = events.recv() => match event {
@@ -344,10 +345,17 @@ async fn background(shared: Weak<Shared>) {
             },
             _ = tick.tick() => {
                 let Some(s) = shared.upgrade() else { return };
+                // The exporter's upkeep drains every histogram sample recorded since the last
+                // one: on a blocking thread, so that a busy gateway's event loop never waits
+                // for it, and every second, so that each drain stays small.
                 if let Some(h) = &upkeep {
-                    h.run_upkeep();
+                    let h = h.clone();
+                    let _ = tokio::task::spawn_blocking(move || h.run_upkeep()).await;
                 }
-                s.learn_models();
+                if ticks.is_multiple_of(5) {
+                    s.learn_models();
+                }
+                ticks += 1;
             }
         }
     }
@@ -358,7 +366,14 @@ async fn background(shared: Weak<Shared>) {
 async fn metrics_text(State(state): State<Arc<Shared>>) -> Response {
     state.refresh_gauges();
     match &state.prometheus {
-        Some(h) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], h.render()).into_response(),
+        Some(h) => {
+            // Rendering drains and formats every series: off the event loop.
+            let h = h.clone();
+            match tokio::task::spawn_blocking(move || h.render()).await {
+                Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+                Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+            }
+        }
         None => proxy::openai_error(
             StatusCode::NOT_FOUND,
             "invalid_request_error",

@@ -190,12 +190,15 @@ async fn fails_over_when_a_region_is_killed_mid_test() {
         "sluice_requests_total{region=\"ap-northeast-1\"}",
         "sluice_errors_total{region=\"ap-northeast-2\"}",
         "sluice_request_duration_seconds_bucket{region=\"ap-northeast-1\",le=",
+        // Every duration is a histogram (buckets), none a summary (quantiles).
+        "sluice_attempt_duration_seconds_bucket{region=\"ap-northeast-1\",",
         "sluice_region_health_state{region=\"ap-northeast-2\"}",
         "sluice_region_ejections_total{region=\"ap-northeast-2\"}",
         "sluice_region_eligible{region=\"ap-northeast-1\"} 1",
     ] {
         assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
     }
+    assert!(!metrics.contains("quantile="), "a duration exported as a summary:\n{metrics}");
     let r = http.get(serve.url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
