@@ -196,9 +196,11 @@ async fn handle(
     let idempotency_key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).filter(|k| !k.is_empty());
     match idempotency_key {
         Some(key) if !call.fields.streams() && call.request.method != Method::GET => {
-            idempotent(shared, call, guard, key, &headers).await
+            Box::pin(idempotent(shared, call, guard, key, &headers)).await
         }
-        _ => dispatch(shared, call, guard).await,
+        // Boxed: the call's state machine is kilobytes, and the handler's future is moved
+        // through several layers before it first runs; one allocation beats the copies.
+        _ => Box::pin(dispatch(shared, call, guard)).await,
     }
 }
 
