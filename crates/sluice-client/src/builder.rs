@@ -233,7 +233,8 @@ impl ClientBuilder {
             health.spawn_prober(Arc::clone(probe), config.clone())
         });
         let rescue = RescueHub::start(&runtime, &regions, &health);
-        runtime.spawn(crate::telemetry::watch_health(health.subscribe()));
+        let instruments: Arc<crate::telemetry::Instruments> = Arc::default();
+        runtime.spawn(crate::telemetry::watch_health(Arc::clone(&instruments), health.subscribe()));
         let seed = self.seed.unwrap_or_else(|| {
             use std::hash::{BuildHasher, RandomState};
             RandomState::new().hash_one(epoch)
@@ -255,7 +256,7 @@ impl ClientBuilder {
             default_caller: self.default_caller.map(Caller::new),
             prober: Mutex::new(prober),
             models: Arc::default(),
-            instruments: Arc::default(),
+            instruments,
             routes,
             credentials: CredentialBlocks::new(snapshot_len, epoch),
         };

@@ -511,7 +511,7 @@ impl Attempt {
         let inner = &*self.inner;
         let node = inner.snapshot.node(self.node);
         let upstream = &inner.routes.node(self.node).upstream;
-        let url = upstream.url(node.endpoint(), path, self.route.model.as_deref());
+        let url = upstream.url(path, self.route.model.as_deref());
         if !same_origin(&url, node.endpoint()) {
             return Err(AttemptError::Invalid("the url left the region's host".into()));
         }

@@ -47,7 +47,7 @@ impl Probe for RouteProbe {
         let Some(route) = self.routes.by_region(node.region().id()) else {
             return Err(ProbeError::Other { source: "region unknown to the client".into() });
         };
-        let url = route.upstream.url(node.endpoint(), "models", None);
+        let url = route.upstream.url("models", None);
         let mut headers = HeaderMap::new();
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         if !same_origin(&url, node.endpoint()) {

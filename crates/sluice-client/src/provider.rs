@@ -204,6 +204,7 @@ impl Provider {
             deployments: self.deployments.clone(),
             headers,
             pass_caller_key: self.pass_caller_key,
+            base: base.clone(),
             urls: UrlCache::default(),
         })
     }
@@ -246,6 +247,8 @@ pub(crate) struct Upstream {
     deployments: Option<BTreeMap<String, String>>,
     headers: HeaderMap,
     pass_caller_key: bool,
+    /// The region's url, which every call's url extends.
+    base: Url,
     urls: UrlCache,
 }
 
@@ -259,35 +262,31 @@ struct UrlCache {
 
 #[derive(Debug, Clone)]
 struct UrlEntry {
-    base: Box<str>,
     path: Box<str>,
     model: Option<Box<str>>,
     url: Url,
 }
 
+impl UrlEntry {
+    fn is(&self, path: &str, model: Option<&str>) -> bool {
+        &*self.path == path && self.model.as_deref() == model
+    }
+}
+
 impl UrlCache {
     const MAX: usize = 32;
 
-    fn get(&self, base: &Url, path: &str, model: Option<&str>, build: impl FnOnce() -> Url) -> Url {
-        let found = self.entries.load().iter().find_map(|e| {
-            (&*e.path == path && e.model.as_deref() == model && &*e.base == base.as_str()).then(|| e.url.clone())
-        });
-        if let Some(url) = found {
-            return url;
+    fn get(&self, path: &str, model: Option<&str>, build: impl FnOnce() -> Url) -> Url {
+        if let Some(e) = self.entries.load().iter().find(|e| e.is(path, model)) {
+            return e.url.clone();
         }
         let url = build();
         if self.entries.load().len() < Self::MAX {
-            let entry = || UrlEntry {
-                base: base.as_str().into(),
-                path: path.into(),
-                model: model.map(Into::into),
-                url: url.clone(),
-            };
+            let entry = UrlEntry { path: path.into(), model: model.map(Into::into), url: url.clone() };
             self.entries.rcu(|entries| {
                 let mut entries = Vec::clone(entries);
-                if !entries.iter().any(|e| &*e.path == path && e.model.as_deref() == model && &*e.base == base.as_str())
-                {
-                    entries.push(entry());
+                if !entries.iter().any(|e| e.is(path, model)) {
+                    entries.push(entry.clone());
                 }
                 entries
             });
@@ -299,15 +298,16 @@ impl UrlCache {
 // ===== impl Upstream =====
 
 impl Upstream {
-    /// The url of a call: `path` (relative, may carry a query) under `base`, with the base's
-    /// query kept, for `model` when the call has one.
-    pub(crate) fn url(&self, base: &Url, path: &str, model: Option<&str>) -> Url {
+    /// The url of a call: `path` (relative, may carry a query) under the region's url, with
+    /// its query kept, for `model` when the call has one.
+    pub(crate) fn url(&self, path: &str, model: Option<&str>) -> Url {
         // Only Azure's classic form puts the model (its deployment) in the url.
         let key = if self.form == Form::AzureClassic { model } else { None };
-        self.urls.get(base, path, key, || self.build_url(base, path, model))
+        self.urls.get(path, key, || self.build_url(path, model))
     }
 
-    fn build_url(&self, base: &Url, path: &str, model: Option<&str>) -> Url {
+    fn build_url(&self, path: &str, model: Option<&str>) -> Url {
+        let base = &self.base;
         let (path, query) = split_query(path.trim_start_matches('/'));
         let deployment = match (self.form, model) {
             (Form::AzureClassic, Some(m)) if DEPLOYMENT_PATHS.contains(&path.trim_end_matches('/')) => {
@@ -421,34 +421,35 @@ mod tests {
     fn check(provider: &Provider, base: &str, path: &str, model: Option<&str>, expect: &str) {
         let base = Url::parse(base).unwrap();
         let upstream = provider.resolve(&base).unwrap();
-        let url = upstream.url(&base, path, model);
+        let url = upstream.url(path, model);
         assert_eq!(url.as_str(), expect, "{provider:?} {path}");
         assert!(same_origin(&url, &base));
     }
 
     #[test]
-    fn urls_are_kept_per_base_path_and_deployment_and_the_cache_is_bounded() {
+    fn urls_are_kept_per_path_and_deployment_and_the_cache_is_bounded() {
         let azure = Provider::azure().api_version("v1").deployment("a", "dep-a").deployment("b", "dep-b");
         let one = Url::parse("https://one.openai.azure.com/openai").unwrap();
-        let upstream = azure.resolve(&one).unwrap();
         let two = Url::parse("https://two.openai.azure.com/openai").unwrap();
+        let (upstream, other_region) = (azure.resolve(&one).unwrap(), azure.resolve(&two).unwrap());
         for _ in 0..2 {
-            let a = upstream.url(&one, "chat/completions", Some("a"));
+            let a = upstream.url("chat/completions", Some("a"));
             assert_eq!(
                 a.as_str(),
                 "https://one.openai.azure.com/openai/deployments/dep-a/chat/completions?api-version=v1"
             );
-            let b = upstream.url(&one, "chat/completions", Some("b"));
+            let b = upstream.url("chat/completions", Some("b"));
             assert_eq!(
                 b.as_str(),
                 "https://one.openai.azure.com/openai/deployments/dep-b/chat/completions?api-version=v1"
             );
-            let other = upstream.url(&two, "chat/completions", Some("a"));
+            let other = other_region.url("chat/completions", Some("a"));
             assert_eq!(other.host_str(), Some("two.openai.azure.com"));
         }
-        assert_eq!(upstream.urls.entries.load().len(), 3);
+        assert_eq!(upstream.urls.entries.load().len(), 2);
+        assert_eq!(other_region.urls.entries.load().len(), 1);
         for i in 0..100 {
-            let url = upstream.url(&one, &format!("files/file-{i}"), None);
+            let url = upstream.url(&format!("files/file-{i}"), None);
             assert!(url.path().ends_with(&format!("/files/file-{i}")));
         }
         assert_eq!(upstream.urls.entries.load().len(), UrlCache::MAX);

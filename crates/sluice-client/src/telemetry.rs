@@ -206,11 +206,6 @@ impl Instruments {
     }
 }
 
-/// Counts one event labelled by region, on a path too rare to keep a handle for.
-fn region_event(name: &'static str, region: &Arc<str>) {
-    metrics::counter!(name, "region" => Arc::clone(region)).increment(1);
-}
-
 /// Counts one refusal of the retry budget; returns `false` so that it can end a condition.
 pub(crate) fn budget_refused(reason: &'static str) -> bool {
     metrics::counter!(BUDGET_REFUSALS_TOTAL, "reason" => reason).increment(1);
@@ -317,7 +312,7 @@ pub(crate) fn attempt_label(error: &AttemptError) -> &'static str {
 }
 
 /// Counts health transitions and cooldowns until the monitor's channel closes.
-pub(crate) async fn watch_health(mut events: broadcast::Receiver<HealthEvent>) {
+pub(crate) async fn watch_health(instruments: Arc<Instruments>, mut events: broadcast::Receiver<HealthEvent>) {
     loop {
         let event = match events.recv().await {
             Ok(event) => event,
@@ -334,7 +329,7 @@ pub(crate) async fn watch_health(mut events: broadcast::Receiver<HealthEvent>) {
             HealthEventKind::Ejected { .. } => "ejected",
             HealthEventKind::EjectionEnded => "ejection_ended",
             HealthEventKind::CooldownStarted { .. } => {
-                region_event(COOLDOWNS_TOTAL, &event.region);
+                instruments.region_event(COOLDOWNS_TOTAL, &event.region);
                 continue;
             }
             _ => "other",
