@@ -110,9 +110,8 @@ struct Shared {
     last_error: parking_lot::Mutex<String>,
     /// The client's retry budget, when the fleet shares it.
     budget: Option<Arc<RetryBudget>>,
-    /// Key prefixes of the shared budget and the request limits.
+    /// Key prefix of the shared budget.
     budget_prefix: String,
-    limit_prefix: String,
 }
 
 /// The state the hook reads; every field is an atomic.
@@ -143,6 +142,7 @@ struct RegionKeys {
     eject: String,
     cool: String,
     admin: String,
+    limit: String,
 }
 
 /// The [`HealthHook`] fleet mode attaches to the monitor.
@@ -254,6 +254,7 @@ impl Fleet {
                     eject: format!("{ns}:eject:{region}"),
                     cool: format!("{ns}:cool:{region}"),
                     admin: format!("{ns}:admin:{region}"),
+                    limit: format!("{ns}:limit:{region}"),
                 }
             })
             .collect();
@@ -279,7 +280,6 @@ impl Fleet {
             last_error: parking_lot::Mutex::new("no answer yet".to_owned()),
             budget,
             budget_prefix: format!("{ns}:budget"),
-            limit_prefix: format!("{ns}:limit"),
         });
         let mut tasks = JoinSet::new();
         tasks.spawn(Arc::clone(&shared).command_loop(rx));
@@ -369,12 +369,7 @@ impl Fleet {
             }
             let _ = shared.query::<()>(&mut conn, &pipe, false).await;
         }
-        for held in &shared.link.held {
-            held.store(false, Ordering::Relaxed);
-        }
-        if let Some(budget) = &shared.budget {
-            budget.end_shared();
-        }
+        // `Drop` runs next: it clears the leases still marked held and ends the shared budget.
     }
 }
 
@@ -590,9 +585,7 @@ impl Shared {
         self.set_link(true, true);
         let mut next_round = TokioInstant::now() + self.lease_period();
         let tick = crate::limits::tick(self.config.limit_window);
-        // Far away when no region is limited (the branch then never fires).
-        let idle = Duration::from_secs(3600);
-        let mut next_tick = TokioInstant::now() + if limits.is_empty() { idle } else { Duration::ZERO };
+        let mut next_tick = TokioInstant::now();
         loop {
             tokio::select! {
                 () = sleep_until(next_round) => {
@@ -600,8 +593,9 @@ impl Shared {
                     self.lease_round(conn).await?;
                     self.budget_round(conn, budget).await?;
                 }
-                () = sleep_until(next_tick) => {
-                    next_tick = TokioInstant::now() + if limits.is_empty() { idle } else { tick };
+                // Only when some region is limited.
+                () = sleep_until(next_tick), if !limits.is_empty() => {
+                    next_tick = TokioInstant::now() + tick;
                     self.limit_round(conn, limits).await?;
                 }
                 msg = rx.recv() => match msg {
@@ -740,11 +734,7 @@ impl Shared {
         for (i, state) in limits.iter_mut().enumerate() {
             let started = snapshot.node(state.node).metrics().requests_started();
             if let Some(want) = state.spend(started, now) {
-                pipe.cmd("EVAL").arg(CLAIM).arg(1).arg(format!(
-                    "{}:{}",
-                    self.limit_prefix,
-                    self.keys[state.node.index()].region
-                ));
+                pipe.cmd("EVAL").arg(CLAIM).arg(1).arg(&self.keys[state.node.index()].limit);
                 pipe.arg(window_ms).arg(want).arg(state.per_window);
                 asked.push((i, want));
             }

@@ -429,9 +429,12 @@ impl NodeMetrics {
         // What the node served at once, counting only calls that started after the last drop:
         // the calls it was serving when its capacity fell finish after the drop, and the
         // number still in flight then says nothing about the capacity now.
-        let started_ns = now_ns.saturating_sub(sample.unwrap_or(0.0) as u64);
-        if success && (dropped == 0 || started_ns >= dropped - 1) {
-            self.served_peak.fetch_max(self.in_flight(), Ordering::Relaxed);
+        // Both writers of `served_peak` hold `estimate_lock`: a load and a store suffice.
+        if success && (dropped == 0 || now_ns.saturating_sub(sample.unwrap_or(0.0) as u64) >= dropped - 1) {
+            let in_flight = self.in_flight();
+            if in_flight > self.served_peak.load(Ordering::Relaxed) {
+                self.served_peak.store(in_flight, Ordering::Relaxed);
+            }
         }
         if success && dropped != 0 {
             let learned = f64::from_bits(self.learned_limit_bits.load(Ordering::Relaxed));
