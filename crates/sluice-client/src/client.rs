@@ -551,7 +551,7 @@ impl Attempt {
                 std::future::pending().await
             }
         };
-        let response = tokio::select! {
+        let mut response = tokio::select! {
             // A connect timeout means nothing was delivered: it is a connect error.
             r = request => r.map_err(|e| if e.is_timeout() && !e.is_connect() { AttemptError::Timeout } else { AttemptError::Connect(e) })?,
             () = rescued => return Err(AttemptError::Rescued),
@@ -566,7 +566,8 @@ impl Attempt {
         if verdict == Verdict::Success {
             return Ok(response);
         }
-        let headers = response.headers().clone();
+        // Taken, not copied: the body's decoding was settled when the response was made.
+        let headers = std::mem::take(response.headers_mut());
         let body = read_limited(response).await;
         Err(AttemptError::Status { status: status.as_u16(), verdict, body, headers })
     }

@@ -355,7 +355,7 @@ impl fmt::Debug for ChatStream {
 }
 
 /// A raw call: method, path relative to the region's endpoint, headers, body.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RawRequest {
     /// The method.
     pub method: http::Method,

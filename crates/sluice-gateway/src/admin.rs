@@ -25,7 +25,7 @@ use std::{
 use axum::{
     Router,
     extract::{Path, Request, State},
-    http::{StatusCode, header},
+    http::StatusCode,
     middleware::{self, Next},
     response::Response,
     routing::{get, post},
@@ -33,7 +33,6 @@ use axum::{
 use serde_json::{Value, json};
 use sluice_client::Client;
 use sluice_region_model::AdminState;
-use subtle::ConstantTimeEq;
 
 use crate::{
     proxy::json_response,
@@ -105,13 +104,7 @@ pub(crate) fn router(client: Client, options: AdminOptions) -> Router {
 }
 
 async fn authorize(State(state): State<AdminApp>, request: Request, next: Next) -> Response {
-    let given = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !bool::from(given.trim().as_bytes().ct_eq(state.options.key.as_bytes())) {
+    if !crate::proxy::authorized(request.headers(), &state.options.key) {
         return json_response(
             StatusCode::UNAUTHORIZED,
             &json!({"error": "admin key required (Authorization: Bearer <admin key>)"}),

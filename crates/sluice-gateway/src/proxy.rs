@@ -287,11 +287,15 @@ fn with_include_usage(body: &[u8]) -> Option<Bytes> {
 // ===== sending =====
 
 /// Sends the call the way its route says, and answers.
-async fn dispatch(shared: &Arc<Shared>, call: Call, guard: CallGuard) -> Response {
+async fn dispatch(shared: &Arc<Shared>, mut call: Call, guard: CallGuard) -> Response {
     let object = call.route.object.clone().or_else(|| call.fields.reference().map(str::to_owned));
     let result = match object {
         Some(id) => send_stateful(shared, &call, &id).await,
-        None => shared.client.raw(call.request.clone(), &call.options).await.map_err(|e| (e, None)),
+        // Sent once from here: the request moves to the client (the answer needs the rest).
+        None => {
+            let request = std::mem::take(&mut call.request);
+            shared.client.raw(request, &call.options).await.map_err(|e| (e, None))
+        }
     };
     match result {
         Ok(resp) => answer(shared, &call, resp, guard),
@@ -618,31 +622,24 @@ pub fn parse_location(s: &str) -> Option<GeoPoint> {
 /// The client sends it to those regions only.
 fn caller_key(headers: &HeaderMap, gateway_auth: bool) -> Option<sluice_client::ApiKey> {
     let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
-    let bearer = || {
-        (!gateway_auth)
-            .then(|| value("authorization"))
-            .flatten()
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim)
-    };
+    let bearer = || if gateway_auth { None } else { bearer(headers) };
     value("api-key").or_else(|| value("x-api-key")).or_else(bearer).map(sluice_client::ApiKey::new)
 }
 
-fn authorized(headers: &HeaderMap, required: &str) -> bool {
-    let Some(given) = headers
+/// The token of an `Authorization: Bearer <token>` header, trimmed; `None` when absent or empty.
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-    else {
-        return false;
-    };
-    // Compare in time independent of where the first difference is.
-    let (a, b) = (given.trim().as_bytes(), required.as_bytes());
-    let mut diff = u8::from(a.len() != b.len());
-    for (i, x) in b.iter().enumerate() {
-        diff |= x ^ a.get(i).copied().unwrap_or(0);
-    }
-    diff == 0
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// Whether the call carries `required` as its bearer token, compared in constant time.
+pub(crate) fn authorized(headers: &HeaderMap, required: &str) -> bool {
+    use subtle::ConstantTimeEq as _;
+    bool::from(bearer(headers).unwrap_or("").as_bytes().ct_eq(required.as_bytes()))
 }
 
 // ===== answers =====
@@ -660,8 +657,19 @@ pub(crate) fn openai_error(status: StatusCode, kind: &str, code: Option<&str>, m
 /// exact `retry-after`/`retry-after-ms`...) on the caller's answer, by the response allowlist.
 /// The body's own headers (`content-*`) are the gateway's, since the body may be its own.
 fn upstream_error_headers(policy: &crate::HeaderPolicy, e: &Error, response: &mut Response) {
+    // Only an answer that passes the upstream's status through carries its headers (not, for
+    // instance, the 503 a 404 becomes when an object's region cannot be reached).
     let Some(upstream) = e.upstream_headers() else { return };
+    if !matches!(e.kind(), ErrorKind::Status { status, .. } if *status == response.status().as_u16()) {
+        return;
+    }
     let allowed = policy.downstream(upstream, true);
+    // Retry-After comes from one source: when the upstream sent either form, the pair the
+    // gateway wrote from its parsed (capped) value goes, so the two never disagree.
+    if allowed.contains_key(header::RETRY_AFTER) || allowed.contains_key(&names::RETRY_AFTER_MS) {
+        response.headers_mut().remove(header::RETRY_AFTER);
+        response.headers_mut().remove(&names::RETRY_AFTER_MS);
+    }
     for name in allowed.keys() {
         if name.as_str().starts_with("content-") {
             continue;

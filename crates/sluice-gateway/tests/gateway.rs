@@ -232,12 +232,14 @@ async fn idempotency_key_runs_a_call_once() {
     assert_eq!(other.status(), 422);
 }
 
-/// A region that refuses: 429 with rate-limit headers for model `limited`, 400 otherwise.
+/// A region that refuses: 429 with rate-limit headers for model `limited` (both Retry-After
+/// forms) or `limited-long` (`retry-after: 120` only), 400 otherwise.
 async fn refusing_region() -> String {
     let app = Router::new().route(
         "/v1/chat/completions",
         post(|body: String| async move {
-            let limited = body.contains("\"limited\"");
+            let long = body.contains("\"limited-long\"");
+            let limited = long || body.contains("\"limited\"");
             let status = if limited { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::BAD_REQUEST };
             let mut h = HeaderMap::new();
             h.insert("x-request-id", "req_refused_7".parse().unwrap());
@@ -246,7 +248,9 @@ async fn refusing_region() -> String {
             h.insert("openai-processing-ms", "3".parse().unwrap());
             h.insert("set-cookie", "session=secret".parse().unwrap());
             h.insert("content-type", "text/plain".parse().unwrap());
-            if limited {
+            if long {
+                h.insert("retry-after", "120".parse().unwrap());
+            } else if limited {
                 h.insert("retry-after-ms", "1234".parse().unwrap());
                 h.insert("retry-after", "2".parse().unwrap());
             }
@@ -299,4 +303,11 @@ async fn upstream_headers_come_back_on_error_answers() {
     assert_eq!(h["retry-after"], "2");
     assert_eq!(h.get_all("retry-after-ms").iter().count(), 1);
     assert_eq!(h["x-sluice-region"], "seoul");
+
+    // Only `retry-after: 120` upstream: the caller gets exactly that, never beside a
+    // `retry-after-ms` of the gateway's capped reading (60 s), which would disagree with it.
+    let r = call("limited-long").await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "120");
+    assert!(!r.headers().contains_key("retry-after-ms"), "{:?}", r.headers());
 }
