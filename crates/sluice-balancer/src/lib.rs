@@ -4,6 +4,7 @@
 
 mod adaptive;
 mod error;
+mod generation;
 mod geo;
 mod least_connections;
 mod locality;

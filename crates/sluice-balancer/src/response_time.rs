@@ -2,17 +2,19 @@
 
 use std::{
     fmt,
-    sync::{
-        Arc, OnceLock,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
-    },
+    sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     time::Duration,
 };
 
-use arc_swap::ArcSwap;
 use sluice_region_model::{Node, NodeId};
 
-use crate::{ConfigError, PickView, Strategy, error::check_positive, rng::PickRng, select};
+use crate::{
+    ConfigError, PickView, Strategy,
+    error::check_positive,
+    generation::{GenerationTable, Generational},
+    rng::PickRng,
+    select,
+};
 
 /// Latency assumed for a node with no sample yet: optimistic, so that a new node is tried.
 pub const DEFAULT_COLD_START_LATENCY: Duration = Duration::from_millis(50);
@@ -57,10 +59,8 @@ const MAX_REJECTIONS: usize = 4;
 pub struct ResponseTimeWeighted {
     cold_start_ns: f64,
     refresh_ns: u64,
-    /// The first snapshot's table.
-    table: OnceLock<Table>,
-    /// The table of a later snapshot, after a membership change.
-    later: ArcSwap<Table>,
+    /// The first snapshot's table and the newest later one's.
+    tables: GenerationTable<Table>,
 }
 
 /// Cumulative weights over all nodes of one snapshot, double-buffered.
@@ -82,8 +82,7 @@ impl ResponseTimeWeighted {
         Self {
             cold_start_ns: DEFAULT_COLD_START_LATENCY.as_nanos() as f64,
             refresh_ns: DEFAULT_REFRESH.as_nanos() as u64,
-            table: OnceLock::new(),
-            later: ArcSwap::from_pointee(Table::new(0, 0)),
+            tables: GenerationTable::new(Table::new(0, 0)),
         }
     }
 
@@ -125,24 +124,9 @@ impl ResponseTimeWeighted {
     fn with_table<R>(&self, view: &PickView<'_>, f: impl FnOnce(&Table) -> R) -> Option<R> {
         let snapshot = view.snapshot();
         let generation = snapshot.generation();
-        let first = self.table.get_or_init(|| Table::new(snapshot.len(), generation));
-        if first.generation == generation {
-            return self.refreshed(first, view).map(f);
-        }
-        let mut later = self.later.load();
-        if later.generation != generation {
-            if later.generation > generation || first.generation > generation {
-                return None;
-            }
-            // A newer snapshot: its table, once.
-            drop(later);
-            self.later.store(Arc::new(Table::new(snapshot.len(), generation)));
-            later = self.later.load();
-            if later.generation != generation {
-                return None;
-            }
-        }
-        self.refreshed(&later, view).map(f)
+        self.tables
+            .with(generation, || Table::new(snapshot.len(), generation), |t| self.refreshed(t, view).map(f))
+            .flatten()
     }
 
     /// `table`, rebuilt first if it is older than the refresh interval.
@@ -163,6 +147,12 @@ impl ResponseTimeWeighted {
             table.building.store(false, Ordering::Release);
         }
         (table.built_at.load(Ordering::Acquire) != 0).then_some(table)
+    }
+}
+
+impl Generational for Table {
+    fn generation(&self) -> u64 {
+        self.generation
     }
 }
 
@@ -207,8 +197,7 @@ impl Clone for ResponseTimeWeighted {
         Self {
             cold_start_ns: self.cold_start_ns,
             refresh_ns: self.refresh_ns,
-            table: OnceLock::new(),
-            later: ArcSwap::from_pointee(Table::new(0, 0)),
+            tables: GenerationTable::new(Table::new(0, 0)),
         }
     }
 }
@@ -218,8 +207,8 @@ impl fmt::Debug for ResponseTimeWeighted {
         f.debug_struct("ResponseTimeWeighted")
             .field("cold_start_ns", &self.cold_start_ns)
             .field("refresh_ns", &self.refresh_ns)
-            .field("table_generation", &self.table.get().map(|t| t.generation))
-            .field("later_generation", &self.later.load().generation)
+            .field("table_generation", &self.tables.generations().0)
+            .field("later_generation", &self.tables.generations().1)
             .finish()
     }
 }

@@ -4,17 +4,18 @@ use std::{
     cell::Cell,
     fmt,
     hash::{BuildHasher, RandomState},
-    sync::{
-        Arc, OnceLock,
-        atomic::{AtomicUsize, Ordering},
-    },
+    sync::atomic::{AtomicUsize, Ordering},
 };
 
-use arc_swap::ArcSwap;
 use crossbeam_utils::CachePadded;
 use sluice_region_model::{NodeId, Snapshot};
 
-use crate::{PickView, Strategy, rng::PickRng, select};
+use crate::{
+    PickView, Strategy,
+    generation::{GenerationTable, Generational},
+    rng::PickRng,
+    select,
+};
 
 /// The longest precomputed cycle. Larger weight sums are scaled down to fit, which keeps
 /// shares within one part in 65,536 of exact instead of exact.
@@ -55,10 +56,9 @@ const MAX_SKIPS: usize = 64;
 /// Zero-weight nodes are not in the cycle; they are chosen only when the view holds nothing else.
 pub struct WeightedRoundRobin {
     seed: u64,
-    /// The table of the first snapshot seen: the common case, read with one atomic load.
-    first: OnceLock<Table>,
-    /// The table of a later snapshot, after a membership change.
-    later: ArcSwap<Table>,
+    /// The first snapshot's table (the common case, read with one atomic load) and the
+    /// newest later one's.
+    tables: GenerationTable<Table>,
 }
 
 struct Table {
@@ -95,7 +95,7 @@ impl WeightedRoundRobin {
 
     /// A strategy whose start offsets derive from `seed`.
     pub fn with_seed(seed: u64) -> Self {
-        Self { seed, first: OnceLock::new(), later: ArcSwap::from_pointee(Table::empty()) }
+        Self { seed, tables: GenerationTable::new(Table::empty()) }
     }
 
     /// Precomputes the cycle for `snapshot`, so that picks on it never allocate (unless a
@@ -107,22 +107,7 @@ impl WeightedRoundRobin {
     /// Runs `f` on the table for `snapshot`, building it if it is the newest snapshot seen
     /// and has none yet; `None` for an older snapshot.
     fn with_table<R>(&self, snapshot: &Snapshot, f: impl FnOnce(&Table) -> R) -> Option<R> {
-        let generation = snapshot.generation();
-        let first = self.first.get_or_init(|| Table::build(snapshot, self.seed));
-        if first.generation == generation {
-            return Some(f(first));
-        }
-        let later = self.later.load();
-        if later.generation == generation {
-            return Some(f(&later));
-        }
-        if later.generation > generation || first.generation > generation {
-            return None;
-        }
-        drop(later);
-        let fresh = Arc::new(Table::build(snapshot, self.seed));
-        self.later.store(Arc::clone(&fresh));
-        Some(f(&fresh))
+        self.tables.with(snapshot.generation(), || Table::build(snapshot, self.seed), f)
     }
 
     /// The precomputed cycle for `snapshot`: one full round of picks over a full view,
@@ -132,10 +117,12 @@ impl WeightedRoundRobin {
             .unwrap_or_else(|| Table::build(snapshot, self.seed).cycle.to_vec())
     }
 
-    fn pick_in(table: &Table, view: &PickView<'_>) -> Option<NodeId> {
-        let len = table.cycle.len();
+    /// A pick from `table`'s cycle; weighted random sampling without a table (an older
+    /// snapshot), or when the cycle yields nothing in the view.
+    fn pick_in(table: Option<&Table>, view: &PickView<'_>) -> Option<NodeId> {
         let mut rng = PickRng::new(view.entropy());
-        if len > 0 {
+        if let Some(table) = table.filter(|t| !t.cycle.is_empty()) {
+            let len = table.cycle.len();
             let cursor = &table.cursors[stripe()];
             // Only this thread advances this stripe, so a plain load/store pair is enough; a
             // collision between threads sharing a stripe costs fairness, never safety.
@@ -174,10 +161,8 @@ impl Strategy for WeightedRoundRobin {
         if view.is_empty() {
             return None;
         }
-        self.with_table(view.snapshot(), |table| Self::pick_in(table, view)).unwrap_or_else(|| {
-            let mut rng = PickRng::new(view.entropy());
-            select::weighted_random(view, &mut rng, |id| select::effective_weight(view.node(id), view))
-        })
+        self.with_table(view.snapshot(), |table| Self::pick_in(Some(table), view))
+            .unwrap_or_else(|| Self::pick_in(None, view))
     }
 
     fn name(&self) -> &'static str {
@@ -189,13 +174,19 @@ impl fmt::Debug for WeightedRoundRobin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WeightedRoundRobin")
             .field("seed", &self.seed)
-            .field("first_generation", &self.first.get().map(|t| t.generation))
-            .field("later_generation", &self.later.load().generation)
+            .field("first_generation", &self.tables.generations().0)
+            .field("later_generation", &self.tables.generations().1)
             .finish()
     }
 }
 
 // ===== impl Table =====
+
+impl Generational for Table {
+    fn generation(&self) -> u64 {
+        self.generation
+    }
+}
 
 impl Table {
     fn empty() -> Self {
@@ -260,6 +251,8 @@ fn smooth_cycle(weights: &[u64]) -> Box<[NodeId]> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::test_util::snapshot_with_weights;
 
