@@ -121,15 +121,11 @@ type Check = (String, bool);
 
 /// Share of `group` in the attempts of buckets `from..to` of a run.
 fn share(run: &RunReport, group: &str, from: usize, to: usize) -> f64 {
-    let Some(g) = run.share.groups.iter().position(|x| x == group) else { return f64::NAN };
-    let rows = &run.share.attempts[from.min(run.share.attempts.len())..to.min(run.share.attempts.len())];
-    let mine: u32 = rows.iter().map(|r| r[g]).sum();
-    let all: u32 = rows.iter().flatten().sum();
-    f64::from(mine) / f64::from(all.max(1))
+    run.share.share(group, from, to).unwrap_or(f64::NAN)
 }
 
 /// The targets of a scenario, by name, for the default strategy `d` against the oracle `o`
-/// and weighted round-robin `w` of the same seed; `bucket` is the share series' bucket width.
+/// and weighted round-robin `w` of the same seed.
 fn checks(scenario: &str, d: &RunReport, o: &RunReport, w: &RunReport) -> Vec<(&'static str, Check)> {
     let x = |v: f64| format!("{v:.2}×");
     let pct = |v: f64| format!("{:.1} %", v * 100.0);

@@ -104,6 +104,19 @@ pub struct ShareSeries {
     pub attempts: Vec<Vec<u32>>,
 }
 
+impl ShareSeries {
+    /// `group`'s share of the attempts in buckets `from..to` (clamped to the series; 0 when
+    /// they hold no attempt); `None` for a group the series does not have.
+    pub fn share(&self, group: &str, from: usize, to: usize) -> Option<f64> {
+        let g = self.groups.iter().position(|x| x == group)?;
+        let len = self.attempts.len();
+        let rows = &self.attempts[from.min(len)..to.min(len).max(from.min(len))];
+        let mine: u32 = rows.iter().map(|r| r[g]).sum();
+        let all: u32 = rows.iter().flatten().sum();
+        Some(f64::from(mine) / f64::from(all.max(1)))
+    }
+}
+
 /// How one contender handled one failure phase.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]

@@ -31,11 +31,7 @@ fn attempts(run: &RunReport, group: &str, b: usize) -> u32 {
 
 /// Share of `group` in the attempts of buckets `from..to`.
 fn share(run: &RunReport, group: &str, from: usize, to: usize) -> f64 {
-    let g = run.share.groups.iter().position(|x| x == group).expect("group");
-    let rows = &run.share.attempts[from..to.min(run.share.attempts.len())];
-    let mine: u32 = rows.iter().map(|r| r[g]).sum();
-    let all: u32 = rows.iter().flatten().sum();
-    f64::from(mine) / f64::from(all.max(1))
+    run.share.share(group, from, to).expect("group")
 }
 
 #[test]

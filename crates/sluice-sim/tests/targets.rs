@@ -30,11 +30,7 @@ fn default_run(name: &str) -> RunReport {
 
 /// Share of `group` in the attempts of buckets `from..to` (seconds, 1 s buckets).
 fn share(run: &RunReport, group: &str, from: usize, to: usize) -> f64 {
-    let g = run.share.groups.iter().position(|x| x == group).expect("group");
-    let rows = &run.share.attempts[from.min(run.share.attempts.len())..to.min(run.share.attempts.len())];
-    let mine: u32 = rows.iter().map(|r| r[g]).sum();
-    let all: u32 = rows.iter().flatten().sum();
-    f64::from(mine) / f64::from(all.max(1))
+    run.share.share(group, from, to).expect("group")
 }
 
 #[test]
