@@ -43,9 +43,7 @@ async fn region(name: &'static str, valid: &'static [&'static str]) -> (Seen, St
                 }
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = common::upstream(app).await;
     (seen, url)
 }
 

@@ -71,9 +71,7 @@ async fn start(answer: Answer) -> (Arc<AtomicUsize>, String) {
     let mock = Mock { answer, hits: Arc::default() };
     let hits = Arc::clone(&mock.hits);
     let app = Router::new().route("/v1/chat/completions", post(chat)).with_state(mock);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = common::upstream(app).await;
     (hits, url)
 }
 

@@ -32,9 +32,7 @@ async fn start_mock(id: &'static str) -> (Mock, String) {
         .route("/v1/responses/{id}", get(get_response))
         .route("/v1/models", get(|| async { json!({"object": "list", "data": []}).to_string() }))
         .with_state(mock.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = common::upstream(app).await;
     (mock, url)
 }
 
@@ -258,10 +256,7 @@ async fn refusing_region() -> String {
             (status, h, e.to_string())
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
+    common::upstream(app).await
 }
 
 #[tokio::test]

@@ -17,10 +17,7 @@ async fn region(name: &'static str) -> String {
             .to_string()
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
+    common::upstream(app).await
 }
 
 /// The value of `sluice_requests_total{region="id"}` in a scrape (0 when absent).

@@ -103,9 +103,7 @@ async fn setup() -> (Vec<Store>, Log, String) {
             let s = s.clone();
             async move { s.handle(method, uri, body) }
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/v1", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let url = common::upstream(app).await;
         builder = builder.region(Region::new(name, url, GeoPoint::new(lat, lon)));
         stores.push(store);
     }

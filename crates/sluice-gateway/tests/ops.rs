@@ -69,9 +69,7 @@ async fn start_mock(id: &'static str, delay: Duration) -> Mock {
     let (hits, probes, seen) = (Arc::clone(&state.hits), Arc::clone(&state.probes), Arc::clone(&state.seen));
     let app =
         Router::new().route("/v1/chat/completions", post(chat)).route("/v1/models", get(models)).with_state(state);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = common::upstream(app).await;
     Mock { id, url, hits, probes, seen }
 }
 
