@@ -93,7 +93,8 @@ pub struct CallOptions {
     /// Whether a raw call's body asks for a stream, when the caller already knows.
     streams: Option<bool>,
     pub(crate) trace: Option<TraceParent>,
-    pub(crate) caller_key: Option<ApiKey>,
+    /// Shared, so that each attempt's route copies a pointer, not the key.
+    pub(crate) caller_key: Option<Arc<ApiKey>>,
 }
 
 // ===== impl CallOptions =====
@@ -189,7 +190,7 @@ impl CallOptions {
     /// passes callers' keys ([`Provider::pass_caller_key`](crate::Provider::pass_caller_key)),
     /// and to no other region.
     pub fn caller_key(mut self, key: ApiKey) -> Self {
-        self.caller_key = Some(key);
+        self.caller_key = Some(Arc::new(key));
         self
     }
 
@@ -516,7 +517,7 @@ impl Attempt {
             return Err(AttemptError::Invalid("the url left the region's host".into()));
         }
         let key = if upstream.passes_caller_key() {
-            self.route.caller_key.as_ref()
+            self.route.caller_key.as_deref()
         } else {
             inner.keys[self.node.index()].0.as_ref()
         };

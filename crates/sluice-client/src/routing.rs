@@ -40,7 +40,7 @@ pub(crate) struct CallRoute {
     /// The call's trace context; an attempt's copy names the attempt as the parent.
     pub(crate) trace: Option<crate::TraceParent>,
     /// The caller's own key, for regions that pass it ([`crate::Provider::pass_caller_key`]).
-    pub(crate) caller_key: Option<ApiKey>,
+    pub(crate) caller_key: Option<Arc<ApiKey>>,
 }
 
 // ===== impl Routes =====
